@@ -1,0 +1,63 @@
+"""The `edgebuild` command: argument parsing and the one place that turns errors into exit codes.
+
+Exit codes: 0 ok; 1 a user error, a failed step or a failed check; 2 a bug in edgebuild.
+Only the standard library is imported here, so a fully cached `edgebuild run` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+COMMANDS = {
+    "run": "build a recipe: run what changed, publish artifacts and the manifest",
+    "plan": "show the build graph: every node, its cache status, and why it will run",
+    "validate": "check recipes without building anything",
+    "explain": "say why a step will run again: what changed in its cache key",
+    "targets": "list the hardware target profiles, or show one",
+    "steps": "list step kinds with their parameters",
+    "cache": "inspect or clean the build cache",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    from edgebuild import __version__
+
+    p = argparse.ArgumentParser(prog="edgebuild", description="Declarative, cached builds of ML models for edge hardware.")
+    p.add_argument("--version", action="version", version=f"edgebuild {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, help_ in COMMANDS.items():
+        mod = importlib.import_module(f"edgebuild.commands.{name}")
+        sp = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from edgebuild.errors import EdgebuildError
+
+    try:
+        return int(args.func(args) or 0)
+    except EdgebuildError as exc:
+        sys.stdout.flush()
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgebuild: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception:
+        traceback.print_exc()
+        print("edgebuild: internal error: this is a bug in edgebuild, not in your recipe; please report it "
+              "with the traceback above", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Helpers the subcommands share: where the cache and the output live, and loading a plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def add_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", metavar="DIR", type=Path,
+                   help="cache folder (default: $EDGEBUILD_CACHE, else .edgebuild/cache beside the recipe)")
+
+
+def cache_root(arg: Path | None, recipe: Path) -> Path:
+    if arg is not None:
+        return arg
+    env = os.environ.get("EDGEBUILD_CACHE")
+    if env:
+        return Path(env)
+    return recipe.resolve().parent / ".edgebuild" / "cache"
+
+
+def history_path(cache: Path, recipe: Path) -> Path:
+    import hashlib
+    return cache / "plans" / f"{hashlib.sha256(str(recipe.resolve()).encode()).hexdigest()}.history.json"
+
+
+def read_history(cache: Path, recipe: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(history_path(cache, recipe).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def load_plan(recipe_path: Path, cache_arg: Path | None, targets: list[str] | None, force: set[str] | None = None) -> Any:
+    """Load the recipe, plan it, and mark each node cached or will-run with its reasons."""
+    from edgebuild import plan as plan_mod
+    from edgebuild import recipe as recipe_mod
+    from edgebuild.cache import Cache
+    from edgebuild.errors import Problem, UserError
+
+    r = recipe_mod.load(recipe_path)
+    names = [t.name for t in r.targets]
+    for t in targets or []:
+        if t not in names:
+            from edgebuild.validate import did_you_mean
+            raise UserError(Problem(f"--target {t}: not a target of {recipe_path}", None,
+                                    did_you_mean(t, names) or f"its targets: {', '.join(names)}"))
+    cache = Cache(cache_root(cache_arg, recipe_path))
+    p = plan_mod.build(r, cache.stats, targets)
+    history = read_history(cache.root, recipe_path).get("materials", {})
+    for n in p.order():
+        forced = force is not None and n.step.id in force
+        if cache.has(n.key) and not forced:
+            n.status, n.reasons = "cached", []
+        else:
+            n.status = "run"
+            n.reasons = ["forced with --force"] if forced else plan_mod.diff(history.get(n.id), n.material)
+    return p, cache

@@ -1,0 +1,62 @@
+"""`edgebuild plan RECIPE`: every node with its status (cached / will run, and why), as text, JSON or dot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edgebuild.commands._common import add_cache_arg
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--target", action="append", default=[], metavar="T", help="plan only this target (repeatable)")
+    p.add_argument("--format", choices=["text", "json", "dot"], default="text")
+    add_cache_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgebuild.commands._common import load_plan
+
+    plan, _ = load_plan(args.recipe, args.cache, args.target)
+    print({"text": _text, "json": _json, "dot": _dot}[args.format](plan))
+    return 0
+
+
+def _rows(plan: Any) -> list[dict[str, Any]]:
+    return [{"node": n.id, "step": n.step.id, "use": n.step.use, "target": n.target.name if n.target else None,
+             "from": n.upstream, "key": n.key, "status": "cached" if n.status == "cached" else "will run",
+             "reasons": n.reasons, "onnx_limits": n.material["onnx_limits"]} for n in plan.order()]
+
+
+def _text(plan: Any) -> str:
+    lines = [f"{plan.recipe.name}: {len(plan.nodes)} nodes for targets {', '.join(plan.selected)}"]
+    for r in _rows(plan):
+        src = f" <- {r['from']}" if r["from"] else " <- model"
+        why = f": {'; '.join(r['reasons'])}" if r["reasons"] else ""
+        lines.append(f"  {r['status']:<9} {r['node']:<24} {r['use']:<18}{src}  key {r['key'][:12]}{why}")
+    for t, items in plan.ship.items():
+        lines.append(f"  ship {t}: {', '.join(nid for _, nid in items)}")
+    for w in plan.warnings:
+        lines.append(f"  warning: {w.message}")
+    return "\n".join(lines)
+
+
+def _json(plan: Any) -> str:
+    return json.dumps({"name": plan.recipe.name, "targets": plan.selected, "nodes": _rows(plan),
+                       "ship": {t: [nid for _, nid in v] for t, v in plan.ship.items()}}, indent=2)
+
+
+def _dot(plan: Any) -> str:
+    lines = ["digraph edgebuild {", "  rankdir=LR;", '  model [shape=box, label="model"];']
+    for r in _rows(plan):
+        color = "green" if r["status"] == "cached" else "orange"
+        lines.append(f'  "{r["node"]}" [label="{r["node"]}\\n{r["use"]}", color={color}];')
+        lines.append(f'  "{r["from"] or "model"}" -> "{r["node"]}";')
+    for t, items in plan.ship.items():
+        lines.append(f'  "{t}" [shape=box3d];')
+        lines += [f'  "{nid}" -> "{t}" [style=dashed];' for _, nid in items]
+    lines.append("}")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""`edgebuild run RECIPE`: the no-op check first, then plan, execute, publish and report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgebuild.commands._common import add_cache_arg, cache_root, history_path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path, help="the recipe file (YAML)")
+    p.add_argument("--target", action="append", default=[], metavar="T", help="build only this target (repeatable)")
+    p.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="steps to run at once (default: number of cores)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="publish to DIR/<name>/ (default: dist/<name>/)")
+    add_cache_arg(p)
+    p.add_argument("--force", action="append", default=[], metavar="STEP", help="rerun this step even if cached (repeatable)")
+    p.add_argument("--keep-going", "-k", action="store_true", help="after a failure, build what does not depend on it")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    from edgebuild import fastpath
+
+    root = cache_root(args.cache, args.recipe)
+    record = fastpath.record_path(root, args.recipe, args.out, args.target)
+    if not args.force:
+        rec = fastpath.up_to_date(record)
+        if rec is not None:
+            return _print_noop(rec, args.json, time.perf_counter() - t0)
+    return _build(args, root, record, t0)
+
+
+def _print_noop(rec: dict[str, Any], as_json: bool, seconds: float) -> int:
+    s = rec["summary"]
+    if as_json:
+        print(json.dumps(dict(s, status="up to date", seconds=round(seconds, 4)), indent=2))
+    else:
+        n = sum(len(v) for v in s["artifacts"].values())
+        print(f"{s['name']}: up to date ({n} artifacts for {len(s['artifacts'])} targets in {s['manifest']}) [{seconds * 1000:.0f} ms]")
+    return 0
+
+
+def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int:
+    from edgebuild import fastpath, progress, publish
+    from edgebuild.commands._common import load_plan
+    from edgebuild.errors import BuildFailed, Problem
+    from edgebuild.execute import Executor
+
+    plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
+    for w in plan.warnings:
+        print(w.render(), file=sys.stderr)
+    reporter = progress.make(plan, quiet=args.json)
+    try:
+        outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force)).run()
+    finally:
+        reporter.close()
+    out = publish.out_dir(plan, args.out)
+    manifest = publish.publish(plan, cache, outcomes, out)
+    publish.write_build_log(out, plan, outcomes, time.perf_counter() - t0)
+    cache.stats.save()
+    _write_history(plan, cache, outcomes, args.recipe)
+    failures = [o for o in outcomes.values() if o.status == "failed"]
+    if failures:
+        raise BuildFailed([_failure(plan, o) for o in failures] +
+                          [Problem(f"{len(failures)} step(s) failed; artifacts of other targets were published to {out}",
+                                   severity="note")])
+    summary = _summary(plan, manifest, out)
+    fastpath.write(record, _record(plan, cache, outcomes, out, summary))
+    if args.json:
+        print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3)), indent=2))
+    else:
+        progress.print_summary(plan, outcomes, manifest, out, time.perf_counter() - t0)
+    return 0
+
+
+def _failure(plan: Any, o: Any) -> Any:
+    from edgebuild.errors import Problem
+
+    node = plan.nodes[o.node]
+    doc = plan.recipe.doc
+    loc = doc.at(tuple(o.recipe_path)) if o.recipe_path else doc.at(("steps", node.step.id), key=True)
+    log = "\n".join("    " + line for line in o.log.rstrip().splitlines()[-40:]) if o.log.strip() else ""
+    msg = f"step '{o.node}' ({node.step.use}) failed: {o.message}"
+    if log and not o.recipe_path:
+        msg += f"\n  captured log (last lines):\n{log}"
+    return Problem(msg, loc, o.hint)
+
+
+def _summary(plan: Any, manifest: dict[str, Any], out: Path) -> dict[str, Any]:
+    return {"name": plan.recipe.name, "manifest": str(out / "manifest.json"),
+            "artifacts": {t: [a["path"] for a in v["artifacts"]] for t, v in manifest["targets"].items()
+                          if t in plan.selected}}
+
+
+def _write_history(plan: Any, cache: Any, outcomes: dict[str, Any], recipe: Path) -> None:
+    """Remember each built node's key material, so `explain` and `plan` can say what changed."""
+    from edgebuild import fastpath
+    from edgebuild.commands._common import read_history
+
+    hist = read_history(cache.root, recipe)
+    mats = hist.get("materials", {})
+    for nid, o in outcomes.items():
+        if o.status in ("cached", "built"):
+            mats[nid] = plan.nodes[nid].material
+    keys = sorted({plan.nodes[n].key for n, o in outcomes.items() if o.status in ("cached", "built")})
+    fastpath.write(history_path(cache.root, recipe), {"materials": mats, "keys": keys})
+
+
+def _record(plan: Any, cache: Any, outcomes: dict[str, Any], out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    from edgebuild import fastpath
+    from edgebuild.plan import watched_files
+
+    stats = cache.stats
+    watched = {str(Path(p).resolve()): stats.stamp(p) for p in watched_files(plan)}
+    outputs = [out / "manifest.json"] + [out / a for arts in summary["artifacts"].values() for a in arts]
+    files = [f for p in outputs for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))]
+    for n in plan.order():
+        files.append(cache.entry(n.key) / "entry.json")
+    stats.save()
+    return {"watched": watched, "outputs": fastpath.stamp_outputs(files), "summary": summary,
+            "keys": sorted(n.key for n in plan.order())}

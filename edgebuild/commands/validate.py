@@ -1,0 +1,33 @@
+"""`edgebuild validate RECIPE...`: load and plan each recipe, build nothing; report every problem."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipes", type=Path, nargs="+")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgebuild import plan as plan_mod
+    from edgebuild import recipe as recipe_mod
+    from edgebuild.digest import StatCache
+    from edgebuild.errors import BuildFailed, UserError
+
+    problems = []
+    for path in args.recipes:
+        try:
+            r = recipe_mod.load(path)
+            p = plan_mod.build(r, StatCache(Path("/nonexistent/stat.json")))
+        except UserError as exc:
+            problems += exc.problems
+            continue
+        for w in p.warnings:
+            print(w.render(), file=sys.stderr)
+        print(f"{path}: ok ({len(r.steps)} steps, {len(p.nodes)} nodes, targets: {', '.join(t.name for t in r.targets)})")
+    if problems:
+        raise BuildFailed(problems)
+    return 0

@@ -1,0 +1,94 @@
+"""Error types and their GCC-style rendering: user errors (exit 1) carry a recipe location."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Location:
+    """A point in a source file; line and col are 1-based, 0 means unknown."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.col}"
+        return self.file
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the user's input: where, what, and how to fix it."""
+
+    message: str
+    loc: Location | None = None
+    hint: str | None = None
+    severity: str = "error"
+
+    def render(self, color: bool = False) -> str:
+        where = f"{self.loc}: " if self.loc else ""
+        lines = [f"{where}{self.severity}: {self.message}"]
+        lines += _source_excerpt(self.loc)
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+def _source_excerpt(loc: Location | None) -> list[str]:
+    """The offending line with a caret under the column, when the file can be read."""
+    if loc is None or loc.line <= 0:
+        return []
+    try:
+        text = Path(loc.file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    if loc.line > len(text):
+        return []
+    src = text[loc.line - 1]
+    gutter = f"{loc.line:>5} | "
+    caret = " " * (len(gutter) - 2) + "| " + " " * max(loc.col - 1, 0) + "^"
+    return [gutter + src, caret]
+
+
+class EdgebuildError(Exception):
+    """Base of every error edgebuild reports without a traceback (exit 1)."""
+
+    def __init__(self, problems: list[Problem] | Problem | str, hint: str | None = None):
+        if isinstance(problems, str):
+            problems = [Problem(problems, hint=hint)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = problems
+        super().__init__(problems[0].message if problems else "error")
+
+    def render(self) -> str:
+        return "\n".join(p.render() for p in self.problems)
+
+
+class UserError(EdgebuildError):
+    """Bad input: a recipe, a target profile, a dataset, a command-line flag."""
+
+
+@dataclass
+class StepFailure:
+    """What a failed step reports back: the node, its message, its log, and where to look."""
+
+    node: str
+    message: str
+    log: str = ""
+    loc: Location | None = None
+    hint: str | None = None
+    extra: list[Problem] = field(default_factory=list)
+
+
+class BuildFailed(EdgebuildError):
+    """One or more steps or checks failed; their problems are already located."""
+
+
+def error_at(loc: Location | None, message: str, hint: str | None = None) -> UserError:
+    """Shorthand for a single located user error."""
+    return UserError(Problem(message, loc, hint))

@@ -1,0 +1,156 @@
+"""Stage 5: run the plan: cache hits are free, misses run in worker processes, in parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgebuild.cache import Cache
+from edgebuild.plan import Node, Plan
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class Outcome:
+    """What happened to one node."""
+
+    node: str
+    status: str                   # "cached" | "built" | "failed" | "skipped"
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    hint: str | None = None
+    recipe_path: list[Any] | None = None
+    log: str = ""
+    notes: list[str] = field(default_factory=list)   # e.g. "cache entry was corrupt; rebuilt"
+
+
+class Reporter(Protocol):
+    def started(self, node: Node) -> None: ...
+    def finished(self, node: Node, outcome: Outcome) -> None: ...
+
+
+class Executor:
+    def __init__(self, plan: Plan, cache: Cache, reporter: Reporter, jobs: int = 0,
+                 keep_going: bool = False, force: set[str] | None = None):
+        self.plan, self.cache, self.reporter = plan, cache, reporter
+        self.jobs = jobs or os.cpu_count() or 1
+        self.keep_going = keep_going
+        self.force = force or set()
+        self.outcomes: dict[str, Outcome] = {}
+
+    def run(self) -> dict[str, Outcome]:
+        pending = {n.id: n for n in self.plan.order()}
+        running: dict[Future[Outcome], Node] = {}
+        stop = False
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            while pending or running:
+                for node in self._ready(pending, stop):
+                    del pending[node.id]
+                    self.reporter.started(node)
+                    running[pool.submit(self._do, node)] = node
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    node = running.pop(fut)
+                    outcome = fut.result()
+                    self.outcomes[node.id] = outcome
+                    self.reporter.finished(node, outcome)
+                    stop = stop or (outcome.status == "failed" and not self.keep_going)
+        for node in pending.values():
+            self.outcomes[node.id] = Outcome(node.id, "skipped", message="not run: an earlier step failed")
+        return self.outcomes
+
+    def _ready(self, pending: dict[str, Node], stop: bool) -> list[Node]:
+        if stop:
+            return []
+        ready = []
+        for node in list(pending.values()):
+            up = self.outcomes.get(node.upstream) if node.upstream else None
+            if node.upstream and up is None:
+                continue
+            if up is not None and up.status in ("failed", "skipped"):
+                del pending[node.id]
+                self.outcomes[node.id] = Outcome(node.id, "skipped", message=f"not run: {node.upstream} failed")
+                continue
+            ready.append(node)
+        return ready
+
+    def _do(self, node: Node) -> Outcome:
+        t0 = time.perf_counter()
+        forced = node.step.id in self.force
+        notes: list[str] = []
+        if not forced and self.cache.has(node.key):
+            bad = self.cache.verify(node.key)
+            if not bad:
+                return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}))
+            notes.append(f"cache entry {node.key[:12]} was corrupt ({', '.join(bad)} changed): dropped and rebuilt")
+            self.cache.drop(node.key)
+        with self.cache.lock(node.key):
+            if not forced and self.cache.has(node.key):  # another edgebuild process built it meanwhile
+                return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}))
+            outcome = self._build(node)
+        outcome.seconds = time.perf_counter() - t0
+        outcome.notes = notes
+        return outcome
+
+    def _build(self, node: Node) -> Outcome:
+        scratch = self.cache.scratch(node.key)
+        out_dir = scratch / "out"
+        out_dir.mkdir()
+        try:
+            job = self._job(node, out_dir, scratch / "result.json")
+            (scratch / "job.json").write_text(json.dumps(job, indent=1))
+            log_path = scratch / "log.txt"
+            with open(log_path, "wb") as log:
+                env = dict(os.environ, PYTHONHASHSEED="0",
+                           PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")])))
+                proc = subprocess.run([sys.executable, "-m", "edgebuild.worker", str(scratch / "job.json")],
+                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            text = log_path.read_text(errors="replace")
+            result = _read_result(scratch / "result.json", proc.returncode)
+            if not result.get("ok"):
+                return Outcome(node.id, "failed", message=result.get("message", "failed"), hint=result.get("hint"),
+                               recipe_path=result.get("recipe_path"), log=text)
+            shutil.move(str(log_path), out_dir / "log.txt")
+            meta = {"node": node.id, "use": node.step.use, "info": result["info"], "material": node.material}
+            self.cache.commit(node.key, out_dir, meta)
+            return Outcome(node.id, "built", info=result["info"], log=text)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _job(self, node: Node, out_dir: Path, result: Path) -> dict[str, Any]:
+        r = self.plan.recipe
+        src = {"onnx": str(r.model["onnx"])} if "onnx" in r.model else {"pytorch": {
+            "factory": _factory_ref(r.model["pytorch"]["factory"], r.dir),
+            "weights": str(r.model["pytorch"]["weights"]) if r.model["pytorch"]["weights"] else None}}
+        return {
+            "use": node.step.use, "step_id": node.step.id, "params": node.step.params,
+            "input_dir": str(self.cache.entry(self.plan.nodes[node.upstream].key)) if node.upstream else None,
+            "source": src, "inputs": r.inputs, "data": {k: str(v) for k, v in r.data.items()},
+            "out_dir": str(out_dir), "ir_version": node.ir_version, "max_opset": node.max_opset,
+            "target": node.target.data if node.target else None, "recipe_dir": str(r.dir), "result": str(result),
+        }
+
+
+def _factory_ref(ref: str, base: Path) -> str:
+    target, _, attr = ref.rpartition(":")
+    return f"{(base / target).resolve()}:{attr}" if target.endswith(".py") else ref
+
+
+def _read_result(path: Path, rc: int) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {"ok": False, "message": f"the step's worker process died (exit code {rc}) before reporting a result",
+                "hint": "see the log above; a crash inside a native library (onnxruntime, torch) ends the worker this way"}

@@ -1,0 +1,236 @@
+"""Stage 4: the whole DAG before anything runs: nodes, their cache keys, and why each will run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from edgebuild import __version__
+from edgebuild.digest import StatCache, sha256_json
+from edgebuild.errors import Problem, UserError
+from edgebuild.recipe import Recipe, StepSpec
+from edgebuild.targets import Target
+
+SHARED_CODE = ("steps/_onnx.py", "datasets.py", "steps/base.py")   # run-time helpers every step uses
+
+
+@dataclass
+class Node:
+    """One unit of work: a step, for one target where the step depends on the target."""
+
+    id: str
+    step: StepSpec
+    target: Target | None
+    upstream: str | None
+    consumers: list[str]
+    ir_version: int
+    max_opset: int
+    material: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    status: str = "run"            # "cached" | "run"
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    nodes: dict[str, Node]                        # in topological order
+    ship: dict[str, list[tuple[str, str]]]        # target -> [(step id, node id)]
+    selected: list[str]                           # target names this run builds
+    warnings: list[Problem] = field(default_factory=list)
+
+    def order(self) -> list[Node]:
+        return list(self.nodes.values())
+
+
+@lru_cache(maxsize=None)
+def tool_version(dist: str) -> str:
+    """A distribution's version from its metadata; the tool itself is not imported."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def step_code_digest(step: StepSpec, stats: StatCache) -> str:
+    files = [Path(sys.modules[step.kind.__module__].__file__ or "")]
+    root = Path(__file__).resolve().parent
+    files += [root / f for f in SHARED_CODE]
+    return sha256_json([stats.digest(f) for f in files])
+
+
+def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Plan:
+    """Plan the nodes the selected targets need (all recipe targets when `only` is empty)."""
+    names = [t.name for t in recipe.targets]
+    selected = only or names
+    needs = {t: _needed(recipe, recipe.ship.get(t, [])) for t in names}
+    specific = {sid: _target_specific(recipe, sid) for sid in recipe.steps}
+    nodes: dict[str, Node] = {}
+    problems: list[Problem] = []
+    for sid in _topo(recipe):
+        users = [t for t in names if sid in needs[t]]
+        chosen = [t for t in selected if sid in needs[t]]
+        if specific[sid]:
+            for t in chosen:
+                nodes[f"{sid}@{t}"] = _node(recipe, sid, recipe.target(t), [t], specific, problems)
+        elif chosen:
+            nodes[sid] = _node(recipe, sid, None, users, specific, problems)
+    if problems:
+        raise UserError(problems)
+    plan = Plan(recipe, nodes, {}, selected)
+    for t in selected:
+        plan.ship[t] = [(sid, f"{sid}@{t}" if specific[sid] else sid) for sid in recipe.ship.get(t, [])]
+    unused = [sid for sid in recipe.steps if not any(sid in needs[t] for t in names)]
+    for sid in unused:
+        plan.warnings.append(Problem(f"step '{sid}' is not shipped to any target, nor used by a shipped step: it is not built",
+                                     recipe.doc.at(("steps", sid), key=True), "add it to `ship:` or remove it", "warning"))
+    for n in nodes.values():
+        _key(recipe, n, nodes, stats)
+    return plan
+
+
+def _needed(recipe: Recipe, shipped: list[str]) -> set[str]:
+    out: set[str] = set()
+    for sid in shipped:
+        cur: str | None = sid
+        while cur is not None and cur not in out:
+            out.add(cur)
+            cur = recipe.steps[cur].source
+    return out
+
+
+def _target_specific(recipe: Recipe, sid: str) -> bool:
+    s = recipe.steps[sid]
+    return s.kind.target_specific or (s.source is not None and _target_specific(recipe, s.source))
+
+
+def _topo(recipe: Recipe) -> list[str]:
+    order: list[str] = []
+
+    def visit(sid: str) -> None:
+        if sid in order:
+            return
+        src = recipe.steps[sid].source
+        if src is not None:
+            visit(src)
+        order.append(sid)
+
+    for sid in recipe.steps:
+        visit(sid)
+    return order
+
+
+def _node(recipe: Recipe, sid: str, target: Target | None, users: list[str],
+          specific: dict[str, bool], problems: list[Problem]) -> Node:
+    step = recipe.steps[sid]
+    ir, opset, why = 99, 999, ""
+    for t in users:
+        t_ir, t_opset, t_why = recipe.target(t).onnx_limits()
+        ir = min(ir, t_ir)
+        if t_opset < opset:
+            opset, why = t_opset, f"{t} ({t_why})"
+    want = step.params.get("opset") if step.kind.gives == "onnx" else None
+    if isinstance(want, int) and want > opset:
+        problems.append(Problem(f"step '{sid}' exports opset {want}, but target {why} loads opset {opset} at most",
+                                recipe.doc.at(("steps", sid, "with", "opset")), f"use `opset: {opset}` or lower"))
+    if step.source is None and recipe.model_facts.get("opset", 0) > opset:
+        problems.append(Problem(f"the ONNX model uses opset {recipe.model_facts['opset']}, but target {why} loads opset {opset} at most",
+                                recipe.doc.at(("model", "onnx")), "re-export the model at a lower opset"))
+    upstream = None
+    if step.source is not None:
+        upstream = f"{step.source}@{target.name}" if specific[step.source] and target else step.source
+    node_id = f"{sid}@{target.name}" if target else sid
+    return Node(node_id, step, target, upstream, users, ir, opset)
+
+
+def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache) -> None:
+    """Everything that changes the output bytes goes into the material; the key is its full sha256."""
+    step = node.step
+    m: dict[str, Any] = {
+        "kind": step.use,
+        "kind_version": step.kind.version,
+        "code": step_code_digest(step, stats),
+        "params": step.params,
+        "upstream": nodes[node.upstream].key if node.upstream else None,
+        "onnx_limits": {"ir_version": node.ir_version, "max_opset": node.max_opset},
+        "tools": {d: tool_version(d) for d in step.kind.tools},
+        "target": node.target.fingerprint if (node.target and step.kind.target_specific) else None,
+        "sources": {},
+    }
+    if step.source is None:
+        m["model_inputs"] = recipe.inputs
+        m["sources"] = {role: stats.digest(p) for role, p in sorted(recipe.source_files.items())
+                        if not role.startswith("data:")}
+    for p in step.kind.dataset_params:
+        ds = step.params.get(p)
+        if ds is not None:
+            m["sources"][f"data:{ds}"] = stats.digest(recipe.data[ds])
+    node.material = m
+    node.key = sha256_json(m)
+
+
+def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """Human reasons why a node's key changed, from the material of its last build."""
+    if old is None:
+        return ["never built"]
+    out: list[str] = []
+    _diff(old, new, (), out)
+    return out or ["output missing from the cache"]
+
+
+def _diff(a: Any, b: Any, path: tuple[str, ...], out: list[str]) -> None:
+    if a == b:
+        return
+    head = path[0] if path else ""
+    if head == "sources" and len(path) == 2:
+        role = path[1]
+        what = role.replace("data:", "data ") if role.startswith("data:") else role.replace("factory:", "factory source ")
+        out.append(f"{what} {'changed' if a is not None and b is not None else ('added' if a is None else 'removed')}")
+        return
+    if head == "upstream":
+        out.append("its input changed (upstream step was rebuilt)")
+        return
+    if head == "code":
+        out.append(f"edgebuild's code for this step kind changed")
+        return
+    if head == "target":
+        out.append("the target profile changed")
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            _diff(a.get(k), b.get(k), path + (str(k),), out)
+        return
+    out.append(f"{'.'.join(path)}: {_show(a)} → {_show(b)}")
+
+
+def _show(v: Any) -> str:
+    import json
+    return "(unset)" if v is None else json.dumps(v)
+
+
+def watched_files(plan: Plan) -> list[Path]:
+    """Every file whose content went into this plan: the no-op check trusts the plan while they stand."""
+    r = plan.recipe
+    pkg = Path(__file__).resolve().parent
+    files = [r.file] + [t.file for t in r.targets] + list(r.source_files.values())
+    files += sorted(pkg.rglob("*.py")) + sorted((pkg / "schemas").glob("*.json"))
+    files += sorted((pkg / "data").rglob("*.yaml"))
+    for d in sorted({d for n in plan.nodes.values() for d in n.step.kind.tools}):
+        meta = _metadata_file(d)
+        if meta is not None:
+            files.append(meta)
+    return files
+
+
+def _metadata_file(dist: str) -> Path | None:
+    """The METADATA file of an installed distribution: an upgrade replaces it, which the no-op check sees."""
+    try:
+        d = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    base = getattr(d, "_path", None)
+    return Path(base) / "METADATA" if base is not None and (Path(base) / "METADATA").is_file() else None

@@ -1,0 +1,105 @@
+"""Showing a build as it runs: a live rich view on a terminal, plain log lines elsewhere (CI)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgebuild.execute import Outcome
+from edgebuild.plan import Node, Plan
+
+
+class PlainReporter:
+    """One line per event; what CI logs get."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def started(self, node: Node) -> None:
+        pass
+
+    def finished(self, node: Node, o: Outcome) -> None:
+        if self.quiet:
+            return
+        extra = f" ({o.seconds:.1f}s)" if o.status == "built" else ""
+        print(f"{o.status:>7}  {node.id}  [{node.step.use}]{extra}", file=sys.stderr, flush=True)
+        for note in o.notes:
+            print(f"   note: {note}", file=sys.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+class LiveReporter(PlainReporter):
+    """A rich Live table: one line per step, with elapsed time while it runs."""
+
+    def __init__(self, plan: Plan):
+        super().__init__()
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=True)
+        self.rows: dict[str, tuple[str, float, float]] = {n.id: ("waiting", 0.0, 0.0) for n in plan.order()}
+        self.plan = plan
+        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False,
+                         get_renderable=self._table)
+        self.live.start()
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        t = Table(box=None, show_header=False, padding=(0, 1))
+        styles = {"waiting": "dim", "running": "yellow", "cached": "green", "built": "bold green",
+                  "failed": "bold red", "skipped": "dim red"}
+        for nid, (state, start, secs) in self.rows.items():
+            elapsed = time.perf_counter() - start if state == "running" else secs
+            when = f"{elapsed:.1f}s" if state in ("running", "built", "failed") else ""
+            t.add_row(f"[{styles[state]}]{state}[/]", nid, f"[dim]{self.plan.nodes[nid].step.use}[/]", when)
+        return t
+
+    def started(self, node: Node) -> None:
+        self.rows[node.id] = ("running", time.perf_counter(), 0.0)
+
+    def finished(self, node: Node, o: Outcome) -> None:
+        self.rows[node.id] = (o.status, 0.0, o.seconds)
+        for note in o.notes:
+            self.console.print(f"[yellow]note:[/] {note}")
+
+    def close(self) -> None:
+        for nid, (state, _, _) in self.rows.items():
+            if state == "waiting":
+                self.rows[nid] = ("skipped", 0.0, 0.0)
+        self.live.stop()
+
+
+def make(plan: Plan, quiet: bool = False) -> PlainReporter:
+    if not quiet and sys.stderr.isatty():
+        return LiveReporter(plan)
+    return PlainReporter(quiet)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def print_summary(plan: Plan, outcomes: dict[str, Outcome], manifest: dict[str, Any], out: Path, seconds: float) -> None:
+    """A table per target of what was published, then one line of totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False, highlight=False)
+    for tname in plan.selected:
+        entry = manifest["targets"].get(tname)
+        if not entry:
+            continue
+        t = Table(title=f"{tname}", title_justify="left", box=None)
+        for col in ("artifact", "format", "precision", "size", "sha256"):
+            t.add_column(col)
+        for a in entry["artifacts"]:
+            t.add_row(a["path"], a["format"], a["precision"], _size(a["size"]), a["sha256"][:12])
+        console.print(t)
+    counts = {s: sum(1 for o in outcomes.values() if o.status == s) for s in ("built", "cached")}
+    console.print(f"{plan.recipe.name}: {counts['built']} built, {counts['cached']} cached in {seconds:.1f}s; "
+                  f"manifest: {out / 'manifest.json'}")

@@ -1,0 +1,268 @@
+"""Stage 3: turn a loaded, schema-valid recipe into `Recipe`, checking what the schema cannot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgebuild import loader, sources, validate
+from edgebuild import targets as targets_mod
+from edgebuild.errors import Problem, UserError
+from edgebuild.steps.base import ONNX, PYTORCH, StepKind
+
+FORMAT = 1
+
+
+@dataclass
+class StepSpec:
+    """One entry of the recipe's `steps:`."""
+
+    id: str
+    use: str
+    kind: type[StepKind]
+    source: str | None            # the step id in `from`, None for the recipe's model
+    params: dict[str, Any]        # with defaults filled in
+
+
+@dataclass
+class Recipe:
+    """A checked recipe: every path resolved, every reference known to exist."""
+
+    file: Path
+    doc: loader.Document
+    name: str
+    model_kind: str                               # PYTORCH or ONNX
+    model: dict[str, Any]                         # {"onnx": Path} or {"pytorch": {"factory": str, "weights": Path|None}}
+    inputs: dict[str, dict[str, Any]]
+    data: dict[str, Path]
+    targets: list[targets_mod.Target]
+    steps: dict[str, StepSpec]
+    ship: dict[str, list[str]]
+    source_files: dict[str, Path] = field(default_factory=dict)   # role -> file whose content enters keys
+    model_facts: dict[str, Any] = field(default_factory=dict)     # probe of an ONNX source
+
+    @property
+    def dir(self) -> Path:
+        return self.file.parent
+
+    def target(self, name: str) -> targets_mod.Target:
+        return next(t for t in self.targets if t.name == name)
+
+    def output_kind(self, step_id: str | None) -> str:
+        return self.model_kind if step_id is None else self.steps[step_id].kind.gives
+
+
+def load(path: str | Path) -> Recipe:
+    """Load, validate and check a recipe; raise UserError listing every problem found."""
+    file = Path(path)
+    doc = loader.load(file, display=str(path))
+    _check_format(doc)
+    problems = validate.check(doc, validate.schema("recipe"))
+    if problems:
+        raise UserError(problems)
+    steps, problems = _steps(doc)
+    if problems:
+        raise UserError(problems)
+    recipe = _build(file.resolve(), doc, steps)
+    _raise(_check_graph(recipe))
+    _raise(_check_ship(recipe))
+    _raise(_check_sources(recipe))
+    _raise(_check_steps(recipe))
+    return recipe
+
+
+def _raise(problems: list[Problem]) -> None:
+    if problems:
+        raise UserError(problems)
+
+
+def _check_format(doc: loader.Document) -> None:
+    data = doc.data
+    if not isinstance(data, dict):
+        raise UserError(Problem("a recipe must be a mapping of keys (edgebuild, name, model, targets, steps, ship)",
+                                doc.at(()), "start the file with `edgebuild: 1`"))
+    if "edgebuild" not in data:
+        raise UserError(Problem("missing recipe format version `edgebuild: 1`", doc.at(()),
+                                "add `edgebuild: 1` as the first line of the recipe"))
+    if data["edgebuild"] != FORMAT or isinstance(data["edgebuild"], bool):
+        raise UserError(Problem(f"unsupported recipe format {data['edgebuild']!r}: this edgebuild reads format {FORMAT}",
+                                doc.at(("edgebuild",)), "write `edgebuild: 1`, or upgrade edgebuild"))
+
+
+def _steps(doc: loader.Document) -> tuple[dict[str, StepSpec], list[Problem]]:
+    from edgebuild.steps import kinds
+
+    known = kinds()
+    out, problems = {}, []
+    for sid, spec in doc.data["steps"].items():
+        use = spec["use"]
+        if use not in known:
+            hint = validate.did_you_mean(use, sorted(known)) or f"known step kinds: {', '.join(sorted(known))}"
+            problems.append(Problem(f"unknown step kind '{use}' in steps.{sid}", doc.at(("steps", sid, "use")), hint))
+            continue
+        kind = known[use]
+        given = spec.get("with", {}) or {}
+        problems += validate.check(doc, kind.schema(), ("steps", sid, "with"), given)
+        out[sid] = StepSpec(sid, use, kind, spec.get("from"), kind.fill_defaults(given))
+    return out, problems
+
+
+def _build(file: Path, doc: loader.Document, steps: dict[str, StepSpec]) -> Recipe:
+    data, base = doc.data, file.parent
+    problems: list[Problem] = []
+    tlist = []
+    for i, ref in enumerate(data["targets"]):
+        try:
+            tlist.append(targets_mod.load(ref, base, doc.at(("targets", i))))
+        except UserError as exc:
+            problems += exc.problems
+    _raise(problems)
+    names = [t.name for t in tlist]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        _raise([Problem(f"two targets are named '{sorted(dup)[0]}'", doc.at(("targets",)), "give each profile its own name")])
+    model = data["model"]
+    kind = PYTORCH if "pytorch" in model else ONNX
+    resolved: dict[str, Any]
+    if kind == ONNX:
+        resolved = {"onnx": base / model["onnx"]}
+    else:
+        w = model["pytorch"].get("weights")
+        resolved = {"pytorch": {"factory": model["pytorch"]["factory"], "weights": base / w if w else None}}
+    data_sets = {k: base / v for k, v in (data.get("data") or {}).items()}
+    inputs = {k: {"shape": v["shape"], "dtype": v.get("dtype", "float32")} for k, v in (model.get("inputs") or {}).items()}
+    return Recipe(file, doc, data["name"], kind, resolved, inputs, data_sets, tlist, steps, dict(data["ship"]))
+
+
+def _check_graph(r: Recipe) -> list[Problem]:
+    """Every `from` exists and gives what the step takes; no cycles."""
+    problems = []
+    for sid, s in r.steps.items():
+        if s.source is not None and s.source not in r.steps:
+            hint = validate.did_you_mean(s.source, list(r.steps)) or f"steps here: {', '.join(r.steps)}"
+            problems.append(Problem(f"step '{sid}' takes its model from unknown step '{s.source}'",
+                                    r.doc.at(("steps", sid, "from")), hint))
+    if problems:
+        return problems
+    for sid in r.steps:
+        cycle = _cycle_from(r, sid)
+        if cycle:
+            return [Problem(f"steps form a cycle: {' -> '.join(cycle)}", r.doc.at(("steps", cycle[0], "from")),
+                            "one step in the cycle must take the recipe's model or another step")]
+    for sid, s in r.steps.items():
+        got = r.output_kind(s.source)
+        if got not in s.kind.takes:
+            origin = f"step '{s.source}' ({r.steps[s.source].use})" if s.source else "the recipe's model"
+            hint = "add `from: <an export step>`" if got == PYTORCH else f"take it from a step that gives {' or '.join(s.kind.takes)}"
+            problems.append(Problem(f"step '{sid}' ({s.use}) takes a {' or '.join(s.kind.takes)} model, "
+                                    f"but {origin} gives {got}", r.doc.at(("steps", sid, "from" if s.source else "use")), hint))
+    return problems
+
+
+def _cycle_from(r: Recipe, start: str) -> list[str]:
+    seen, cur = [start], r.steps[start].source
+    while cur is not None:
+        if cur in seen:
+            return seen[seen.index(cur):] + [cur]
+        seen.append(cur)
+        cur = r.steps[cur].source
+    return []
+
+
+def _check_ship(r: Recipe) -> list[Problem]:
+    problems = []
+    names = [t.name for t in r.targets]
+    for tname, ids in r.ship.items():
+        if tname not in names:
+            hint = validate.did_you_mean(tname, names) or f"targets of this recipe: {', '.join(names)}"
+            problems.append(Problem(f"ship names target '{tname}', which is not in `targets`", r.doc.at(("ship", tname), key=True), hint))
+            continue
+        target = r.target(tname)
+        for i, sid in enumerate(ids):
+            if sid not in r.steps:
+                hint = validate.did_you_mean(sid, list(r.steps)) or f"steps here: {', '.join(r.steps)}"
+                problems.append(Problem(f"ship.{tname} names unknown step '{sid}'", r.doc.at(("ship", tname, i)), hint))
+                continue
+            gives = r.steps[sid].kind.gives
+            if gives not in target.formats:
+                problems.append(Problem(f"step '{sid}' gives a {gives}, which target '{tname}' cannot load "
+                                        f"(it loads: {', '.join(target.formats)})", r.doc.at(("ship", tname, i)),
+                                        "ship a step whose output this target loads, or check the target profile's `formats`"))
+    return problems
+
+
+def _check_sources(r: Recipe) -> list[Problem]:
+    """Model, factory, weights and datasets exist and fit each other; fills source_files and inputs."""
+    doc, problems = r.doc, []
+    if r.model_kind == ONNX:
+        problems += _check_onnx_source(r)
+    else:
+        pt = r.model["pytorch"]
+        fpath, probs = sources.check_factory(pt["factory"], r.dir, doc.at(("model", "pytorch", "factory")))
+        problems += probs
+        if fpath is not None:
+            for i, f in enumerate(sources.factory_sources(fpath)):
+                r.source_files[f"factory:{f.name}"] = f
+        w = pt["weights"]
+        if w is not None:
+            if w.is_file():
+                r.source_files["weights"] = w
+            else:
+                problems.append(Problem(f"weights file not found: {doc.data['model']['pytorch']['weights']}",
+                                        doc.at(("model", "pytorch", "weights")), f"looked for {w}; paths are relative to the recipe"))
+        if not r.inputs:
+            problems.append(Problem("a pytorch model needs `inputs:` (name, shape and dtype of each input)",
+                                    doc.at(("model",), key=True), "add e.g. `inputs: {x: {shape: [batch, 3, 224, 224], dtype: float32}}`"))
+    if problems:
+        return problems
+    for name, path in r.data.items():
+        probs = sources.check_dataset(name, path, r.inputs, doc.at(("data", name)))
+        problems += probs
+        if not probs:
+            r.source_files[f"data:{name}"] = path
+    return problems
+
+
+def _check_onnx_source(r: Recipe) -> list[Problem]:
+    path, where = r.model["onnx"], r.doc.at(("model", "onnx"))
+    if not path.is_file():
+        return [Problem(f"model file not found: {r.doc.data['model']['onnx']}", where, f"looked for {path}; paths are relative to the recipe")]
+    try:
+        facts = sources.probe_onnx(path)
+    except ValueError as exc:
+        return [Problem(f"cannot read ONNX model {r.doc.data['model']['onnx']}: {exc}", where,
+                        "re-export the model; check the file was not truncated or saved as text (e.g. a Git LFS pointer)")]
+    r.model_facts = facts
+    r.source_files["model"] = path
+    for ext in facts["external"]:
+        r.source_files[f"model-data:{ext}"] = path.parent / ext
+    problems = []
+    if not r.inputs:
+        r.inputs = facts["inputs"]
+    else:
+        for name in r.inputs:
+            if name not in facts["inputs"]:
+                problems.append(Problem(f"model.inputs names '{name}', which is not an input of the ONNX model "
+                                        f"(its inputs: {', '.join(facts['inputs'])})", r.doc.at(("model", "inputs", name), key=True),
+                                        validate.did_you_mean(name, list(facts["inputs"]))))
+    return problems
+
+
+def _check_steps(r: Recipe) -> list[Problem]:
+    """Dataset references in step parameters, then each kind's own plan-time checks."""
+    from edgebuild.steps.base import PlanContext
+
+    problems = []
+    for sid, s in r.steps.items():
+        for p in s.kind.dataset_params:
+            ds = s.params.get(p)
+            if ds is not None and ds not in r.data:
+                hint = validate.did_you_mean(ds, list(r.data)) or (f"datasets here: {', '.join(r.data)}" if r.data else "declare it under `data:`")
+                problems.append(Problem(f"step '{sid}' uses dataset '{ds}', which is not declared under `data:`",
+                                        r.doc.at(("steps", sid, "with", p)), hint))
+        input_kind = r.output_kind(s.source)
+        ctx = PlanContext(sid, s.params, r, input_kind, r.targets)
+        s.kind().check(ctx)
+        problems += ctx.problems
+    return problems

@@ -1,0 +1,124 @@
+"""Plan-time checks of the files a recipe names: model, factory, weights, datasets (cold path only)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+from edgebuild.errors import Location, Problem
+
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+               10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+def check_factory(ref: str, base: Path, where: Location) -> tuple[Path | None, list[Problem]]:
+    """Resolve "file.py:callable" and check the callable is defined there, without importing it."""
+    target, _, attr = ref.rpartition(":")
+    if not target.endswith(".py"):
+        return None, []  # "pkg.module:callable": importable only at run time
+    path = (base / target).resolve()
+    if not path.is_file():
+        return None, [Problem(f"factory file not found: {target}", where, f"looked for {path}; paths are relative to the recipe")]
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        return path, [Problem(f"factory file {target} has a Python syntax error at line {exc.lineno}: {exc.msg}", where)]
+    names = _top_level_names(tree)
+    head = attr.split(".")[0]
+    if head not in names:
+        from edgebuild.validate import did_you_mean
+        hint = did_you_mean(head, sorted(names)) or (f"{target} defines: {', '.join(sorted(names))}" if names else None)
+        return path, [Problem(f"factory callable '{attr}' not found in {target}", where, hint)]
+    return path, []
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def factory_sources(path: Path) -> list[Path]:
+    """The factory file and the other Python files beside it: what it can import from its folder."""
+    return sorted({path, *path.parent.glob("*.py")})
+
+
+def probe_onnx(path: Path) -> dict[str, Any]:
+    """Inputs, opset, IR version and external data files of an ONNX model, read without its weights.
+
+    Raises ValueError with a readable reason when the file is not a loadable ONNX model.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ValueError(f"not a valid ONNX model ({type(exc).__name__}: {str(exc)[:120] or 'cannot parse'})") from None
+    if not model.graph.node and not model.graph.output:
+        raise ValueError("not a valid ONNX model (the graph is empty)")
+    inits = {i.name for i in model.graph.initializer}
+    inputs = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(t.shape.dim)]
+        inputs[vi.name] = {"shape": dims, "dtype": ONNX_DTYPES.get(t.elem_type, str(t.elem_type))}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    external = sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
+    return {"inputs": inputs, "opset": opset, "ir_version": model.ir_version,
+            "outputs": [o.name for o in model.graph.output], "external": external}
+
+
+def check_dataset(name: str, path: Path, inputs: dict[str, dict[str, Any]], where: Location) -> list[Problem]:
+    """The dataset exists, is an .npz, and has one array per model input with a fitting dtype and shape."""
+    from edgebuild import datasets
+
+    try:
+        arrays = datasets.inspect(path)
+    except FileNotFoundError:
+        return [Problem(f"dataset '{name}' not found: {path.name}", where, f"looked for {path}; paths are relative to the recipe")]
+    except Exception as exc:
+        return [Problem(f"dataset '{name}' is not a readable .npz file: {exc}", where,
+                        "write it with numpy.savez(path, **{input_name: array, 'labels': labels})")]
+    problems = []
+    counts = set()
+    for inp, spec in inputs.items():
+        if inp not in arrays:
+            have = ", ".join(sorted(arrays)) or "no arrays"
+            problems.append(Problem(f"dataset '{name}' has no array for model input '{inp}' (it has: {have})", where,
+                                    "save one array per model input, named after the input"))
+            continue
+        shape, dtype = arrays[inp]
+        counts.add(shape[0] if shape else 0)
+        want = spec.get("dtype", "float32")
+        if dtype != want:
+            problems.append(Problem(f"dataset '{name}': array '{inp}' has dtype {dtype}, model input '{inp}' takes {want}",
+                                    where, f"convert it with array.astype('{want}') before saving"))
+        problems += _shape_problems(name, inp, shape, spec["shape"], where)
+    if "labels" in arrays and counts and arrays["labels"][0][:1] != (min(counts),):
+        problems.append(Problem(f"dataset '{name}': 'labels' has {arrays['labels'][0][0] if arrays['labels'][0] else 0} rows "
+                                f"but the inputs have {min(counts)} samples", where))
+    return problems
+
+
+def _shape_problems(name: str, inp: str, shape: tuple[int, ...], want: list[Any], where: Location) -> list[Problem]:
+    # samples lie along the first axis and are fed as batches of one: sample shape = (1, *shape[1:])
+    sample = (1, *shape[1:])
+    if len(shape) == 0 or shape[0] == 0:
+        return [Problem(f"dataset '{name}': array '{inp}' holds no samples", where)]
+    if len(sample) != len(want) or any(isinstance(w, int) and w != s for w, s in zip(want, sample)):
+        shown = "[" + ", ".join(str(w) for w in want) + "]"
+        return [Problem(f"dataset '{name}': array '{inp}' has shape {list(shape)}; each sample fed as array[i:i+1] "
+                        f"has shape {list(sample)}, which does not fit the input shape {shown}", where,
+                        "samples go along the first axis: an array of shape [N, *input dims after the batch dim]")]
+    return []

@@ -1,0 +1,119 @@
+"""What a step kind is: its name, version, parameter schema, input/output kinds, tools, and run()."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from edgebuild.errors import Problem
+
+# Model kinds that flow along `from` edges.
+PYTORCH = "pytorch"          # the recipe's model.pytorch source (only the recipe model is this kind)
+ONNX = "onnx"                # a single `model.onnx` file in the step's output folder
+TENSORRT = "tensorrt-engine" # `model.engine` plus `engine.json`
+WEB = "web-bundle"           # a folder a static web server can serve
+
+
+class StepError(Exception):
+    """The step's own work failed for a reason the user can act on (bad tolerance, mismatch...).
+
+    `recipe_path` names the recipe key the failure is about, e.g. ("model", "pytorch", "weights")
+    or ("steps", "fp32", "with", "opset"); the executor turns it into file:line:col.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, recipe_path: tuple[Any, ...] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.recipe_path = recipe_path
+
+
+@dataclass
+class PlanContext:
+    """What a step kind may inspect at plan time (no heavy imports here)."""
+
+    step_id: str
+    params: dict[str, Any]
+    recipe: Any                      # edgebuild.recipe.Recipe
+    input_kind: str | None
+    targets: list[Any]               # edgebuild.targets.Target objects that will use this node
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, message: str, param: str | None = None, hint: str | None = None) -> None:
+        path: tuple[Any, ...] = ("steps", self.step_id) + (("with", param) if param else ())
+        self.problems.append(Problem(message, self.recipe.doc.at(path, key=param is None), hint))
+
+
+@dataclass
+class RunContext:
+    """Everything a step's run() gets; it runs in a worker process with its output captured."""
+
+    step_id: str
+    params: dict[str, Any]
+    input_dir: Path | None           # the upstream step's output folder (None for the recipe's model)
+    source: dict[str, Any]           # the recipe's model: {"onnx": path} or {"pytorch": {"factory", "weights"}}
+    inputs: dict[str, dict[str, Any]]  # input name -> {"shape": [...], "dtype": "float32"} (may be empty for onnx)
+    data: dict[str, Path]            # dataset name -> .npz path
+    out_dir: Path                    # write outputs here (a scratch folder, renamed into the cache on success)
+    ir_version: int                  # the highest ONNX IR version every consumer's runtime accepts
+    max_opset: int                   # the highest default-domain opset every consumer's runtime accepts
+    target: dict[str, Any] | None    # the target profile, for target-specific steps only
+    recipe_dir: Path
+    log: logging.Logger
+
+    @property
+    def input_model(self) -> Path:
+        """The ONNX model this step takes: upstream output, or the recipe's onnx source."""
+        if self.input_dir is not None:
+            return self.input_dir / "model.onnx"
+        return Path(self.source["onnx"])
+
+    @property
+    def output_model(self) -> Path:
+        return self.out_dir / "model.onnx"
+
+
+class StepKind:
+    """Base class of every step kind; subclasses live one per file in edgebuild/steps/.
+
+    A step kind declares everything the planner needs as class attributes, so planning never
+    imports a heavy library; `run()` does its heavy imports inside.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    summary: ClassVar[str] = ""
+    params: ClassVar[dict[str, dict[str, Any]]] = {}   # JSON Schema per parameter; each has "description" and, if optional, "default"
+    required: ClassVar[tuple[str, ...]] = ()
+    takes: ClassVar[tuple[str, ...]] = (ONNX,)        # input kinds this step accepts
+    gives: ClassVar[str] = ONNX
+    precision: ClassVar[str | None] = None            # precision of the output when fixed by the kind ("int8", "fp16"...)
+    tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")  # distributions whose versions enter the cache key
+    target_specific: ClassVar[bool] = False
+    dataset_params: ClassVar[tuple[str, ...]] = ()    # params that name a dataset from the recipe's `data:`
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """The JSON Schema of this kind's `with:` block (unknown keys are errors)."""
+        return {"type": "object", "properties": cls.params, "required": list(cls.required),
+                "additionalProperties": False}
+
+    @classmethod
+    def fill_defaults(cls, given: dict[str, Any]) -> dict[str, Any]:
+        out = {k: spec["default"] for k, spec in cls.params.items() if "default" in spec}
+        out.update(given)
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def output_precision(cls, params: dict[str, Any], input_precision: str) -> str:
+        """The precision of what this step writes, given its parameters and its input's."""
+        return cls.precision or input_precision
+
+    def check(self, ctx: PlanContext) -> None:
+        """Plan-time checks beyond the schema (cheap: no heavy imports, no model loading)."""
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        """Do the work; write outputs under ctx.out_dir; return deterministic facts for the manifest."""
+        raise NotImplementedError

@@ -1,0 +1,109 @@
+"""Hardware target profiles: find, load, validate, fingerprint, and the runtime limits they imply."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from edgebuild import loader, validate
+from edgebuild.errors import Location, Problem, UserError
+
+TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+RUNTIMES_DIR = Path(__file__).resolve().parent / "data" / "runtimes"
+
+
+@dataclass
+class Target:
+    """One loaded profile. `fingerprint` hashes its content (not its comments or key order)."""
+
+    name: str
+    file: Path
+    data: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        canon = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+    @property
+    def threads(self) -> int:
+        return int(self.data["cpu"]["threads"])
+
+    @property
+    def formats(self) -> list[str]:
+        return list(self.data["formats"])
+
+    def runtime(self, name: str) -> str | None:
+        return self.data.get("runtimes", {}).get(name)
+
+    def onnx_limits(self) -> tuple[int, int, str]:
+        """(max IR version, max opset, the runtime that sets the opset limit) over this target's runtimes."""
+        ir, opset, why = 99, 999, "no declared limit"
+        for rt, version in sorted(self.data.get("runtimes", {}).items()):
+            facts = runtime_facts(rt).get(version)
+            if facts is None:
+                continue  # reported by validation when the profile is loaded
+            ir = min(ir, int(facts.get("max_ir", ir)))
+            if int(facts.get("max_opset", opset)) < opset:
+                opset, why = int(facts["max_opset"]), f"{rt} {version}"
+        return ir, opset, why
+
+
+@lru_cache(maxsize=None)
+def runtime_facts(runtime: str) -> dict[str, dict[str, Any]]:
+    """Support facts per version of one runtime, from edgebuild/data/runtimes/<runtime>.yaml."""
+    path = RUNTIMES_DIR / f"{runtime}.yaml"
+    if not path.exists():
+        return {}
+    return {str(k): v for k, v in loader.load(path).data.get("versions", {}).items()}
+
+
+def available() -> list[str]:
+    """Names of the profiles shipped with edgebuild."""
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def is_path(ref: str) -> bool:
+    return "/" in ref or ref.endswith((".yaml", ".yml"))
+
+
+def resolve(ref: str, base: Path) -> Path:
+    """The profile file a recipe's `targets:` entry names: a shipped name or a path relative to the recipe."""
+    return (base / ref).resolve() if is_path(ref) else TARGETS_DIR / f"{ref}.yaml"
+
+
+def load(ref: str, base: Path, where: Location | None = None) -> Target:
+    """Load and validate one profile; unknown names and bad profiles are located UserErrors."""
+    path = resolve(ref, base)
+    if not path.exists():
+        if is_path(ref):
+            raise UserError(Problem(f"target profile file not found: {ref}", where,
+                                    f"looked for {path}; paths are relative to the recipe"))
+        hint = validate.did_you_mean(ref, available()) or f"known targets: {', '.join(available())}"
+        raise UserError(Problem(f"unknown target '{ref}'", where, hint + "; or give a path to your own profile file"))
+    doc = loader.load(path, display=str(path) if is_path(ref) else f"targets/{ref}.yaml")
+    problems = validate.check(doc, validate.schema("target")) if isinstance(doc.data, dict) else [
+        Problem("a target profile must be a mapping", doc.at(()))]
+    if not problems:
+        problems = _check_runtimes(doc)
+    if problems:
+        raise UserError(problems)
+    return Target(doc.data["name"], path, doc.data)
+
+
+def _check_runtimes(doc: loader.Document) -> list[Problem]:
+    out = []
+    for rt, version in doc.data.get("runtimes", {}).items():
+        known = runtime_facts(rt)
+        if known and version not in known:
+            out.append(Problem(f"edgebuild has no support facts for {rt} {version}", doc.at(("runtimes", rt)),
+                               f"known versions: {', '.join(sorted(known, key=_vkey))}"))
+    return out
+
+
+def _vkey(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(".") if x.isdigit())

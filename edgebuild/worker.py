@@ -1,0 +1,54 @@
+"""A step's run() in its own process: `python -m edgebuild.worker JOB.json`; output captured by the parent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def main(job_file: str) -> int:
+    job = json.loads(Path(job_file).read_text())
+    result: dict[str, Any]
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    log = logging.getLogger(f"edgebuild.step.{job['step_id']}")
+    try:
+        result = {"ok": True, "info": _run(job, log)}
+    except Exception as exc:  # every failure goes back to the parent, which decides how to show it
+        from edgebuild.steps.base import StepError
+
+        if isinstance(exc, StepError):
+            log.error("%s", exc.message)
+            result = {"ok": False, "message": exc.message, "hint": exc.hint,
+                      "recipe_path": list(exc.recipe_path) if exc.recipe_path else None}
+        else:
+            traceback.print_exc()
+            result = {"ok": False, "message": f"{type(exc).__name__}: {exc}", "hint": None, "recipe_path": None}
+    Path(job["result"]).write_text(json.dumps(result, sort_keys=True))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0 if result["ok"] else 1
+
+
+def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
+    from edgebuild.steps import kinds
+    from edgebuild.steps.base import RunContext
+
+    kind = kinds()[job["use"]]
+    ctx = RunContext(
+        step_id=job["step_id"], params=job["params"],
+        input_dir=Path(job["input_dir"]) if job["input_dir"] else None,
+        source=job["source"], inputs=job["inputs"],
+        data={k: Path(v) for k, v in job["data"].items()},
+        out_dir=Path(job["out_dir"]), ir_version=job["ir_version"], max_opset=job["max_opset"],
+        target=job["target"], recipe_dir=Path(job["recipe_dir"]), log=log,
+    )
+    info = kind().run(ctx)
+    return json.loads(json.dumps(info or {}, sort_keys=True))   # JSON-clean, deterministic order
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1]))
