@@ -219,6 +219,7 @@ def watched_files(plan: Plan) -> list[Path]:
     files = [r.file] + [t.file for t in r.targets] + list(r.source_files.values())
     files += sorted(pkg.rglob("*.py")) + sorted((pkg / "schemas").glob("*.json"))
     files += sorted((pkg / "data").rglob("*.yaml"))
+    files += sorted({Path(sys.modules[n.step.kind.__module__].__file__ or "") for n in plan.nodes.values()})
     for d in sorted({d for n in plan.nodes.values() for d in n.step.kind.tools}):
         meta = _metadata_file(d)
         if meta is not None:

@@ -20,8 +20,8 @@ MANIFEST_FORMAT = 1
 
 
 def out_dir(plan: Plan, out: Path | None) -> Path:
-    """dist/<name>/ beside the recipe, or <out>/<name>/."""
-    return (out or plan.recipe.dir / "dist") / plan.recipe.name
+    """<out>/<name>/, where out defaults to dist/ in the working directory."""
+    return (out or Path("dist")) / plan.recipe.name
 
 
 def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path) -> dict[str, Any]:

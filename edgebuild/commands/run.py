@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from edgebuild import fastpath
 
     root = cache_root(args.cache, args.recipe)
+    args.out = args.out or Path("dist")
     record = fastpath.record_path(root, args.recipe, args.out, args.target)
     if not args.force:
         rec = fastpath.up_to_date(record)
@@ -93,7 +95,7 @@ def _failure(plan: Any, o: Any) -> Any:
 
 
 def _summary(plan: Any, manifest: dict[str, Any], out: Path) -> dict[str, Any]:
-    return {"name": plan.recipe.name, "manifest": str(out / "manifest.json"),
+    return {"name": plan.recipe.name, "manifest": os.path.relpath(out / "manifest.json"),
             "artifacts": {t: [a["path"] for a in v["artifacts"]] for t, v in manifest["targets"].items()
                           if t in plan.selected}}
 
@@ -121,7 +123,7 @@ def _record(plan: Any, cache: Any, outcomes: dict[str, Any], out: Path, summary:
     outputs = [out / "manifest.json"] + [out / a for arts in summary["artifacts"].values() for a in arts]
     files = [f for p in outputs for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))]
     for n in plan.order():
-        files.append(cache.entry(n.key) / "entry.json")
+        files += sorted(f for f in cache.entry(n.key).rglob("*") if f.is_file())
     stats.save()
     return {"watched": watched, "outputs": fastpath.stamp_outputs(files), "summary": summary,
             "keys": sorted(n.key for n in plan.order())}

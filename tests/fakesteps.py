@@ -1,0 +1,66 @@
+"""Step kinds for engine tests: instant, observable, and able to fail on demand.
+
+Loaded through EDGEBUILD_STEP_MODULES=fakesteps (with tests/ on PYTHONPATH). Each run appends a
+line to $EDGEBUILD_TEST_RUNS so tests can count exactly which steps ran.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from edgebuild.steps.base import ONNX, RunContext, StepError, StepKind
+
+
+def _count(ctx: RunContext) -> None:
+    log = os.environ.get("EDGEBUILD_TEST_RUNS")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{ctx.step_id}\n")
+
+
+class Copy(StepKind):
+    name = "fake-copy"
+    summary = "Copies its input model and appends a tag (tests only)."
+    params = {"tag": {"type": "string", "default": "", "description": "bytes appended to the model"},
+              "sleep": {"type": "number", "default": 0, "description": "seconds to wait first"}}
+    tools = ()
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        _count(ctx)
+        time.sleep(ctx.params["sleep"])
+        data = ctx.input_model.read_bytes() + ctx.params["tag"].encode()
+        ctx.output_model.write_bytes(data)
+        ctx.log.info("copied %d bytes", len(data))
+        return {"bytes": len(data)}
+
+
+class Fail(StepKind):
+    name = "fake-fail"
+    summary = "Fails: with a StepError (how=user) or an exception (how=crash) (tests only)."
+    params = {"how": {"enum": ["user", "crash"], "default": "user", "description": "how to fail"}}
+    tools = ()
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        _count(ctx)
+        print("some output before failing")
+        if ctx.params["how"] == "user":
+            raise StepError("the model is not good enough", hint="try harder", recipe_path=("steps", ctx.step_id, "with", "how"))
+        raise RuntimeError("boom")
+
+
+class PerTarget(StepKind):
+    name = "fake-per-target"
+    summary = "Writes the target's name into the model (tests only)."
+    target_specific = True
+    tools = ()
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        _count(ctx)
+        assert ctx.target is not None
+        ctx.output_model.write_bytes(ctx.input_model.read_bytes() + ctx.target["name"].encode())
+        return {"threads": ctx.target["cpu"]["threads"]}
+
+
+KINDS = [Copy, Fail, PerTarget]
