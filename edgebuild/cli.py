@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import traceback
 
 COMMANDS = {
     "run": "build a recipe: run what changed, publish artifacts and the manifest",
@@ -39,24 +38,31 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from edgebuild.errors import EdgebuildError
-
     try:
         return int(args.func(args) or 0)
-    except EdgebuildError as exc:
-        sys.stdout.flush()
-        print(exc.render(), file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("edgebuild: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except Exception:
-        traceback.print_exc()
-        print("edgebuild: internal error: this is a bug in edgebuild, not in your recipe; please report it "
-              "with the traceback above", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        return _report(exc)
+
+
+def _report(exc: Exception) -> int:
+    """User errors: their located problems, exit 1. Anything else is a bug: traceback, exit 2."""
+    import traceback
+
+    from edgebuild.errors import EdgebuildError  # imported here: the no-op path never needs it
+
+    if isinstance(exc, EdgebuildError):
+        sys.stdout.flush()
+        print(exc.render(), file=sys.stderr)
+        return 1
+    traceback.print_exception(exc)
+    print("edgebuild: internal error: this is a bug in edgebuild, not in your recipe; please report it "
+          "with the traceback above", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

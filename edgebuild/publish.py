@@ -58,7 +58,7 @@ def _header(plan: Plan, out: Path, stats: StatCache) -> dict[str, Any]:
     return {
         "manifest": MANIFEST_FORMAT,
         "name": r.name,
-        "recipe": {"path": os.path.relpath(r.file, out), "sha256": stats.digest(r.file)},
+        "recipe": {"file": r.file.name, "sha256": stats.digest(r.file)},
         "edgebuild": __version__,
         "tools": {d: tool_version(d) for d in tools},
         "sources": {role: {"path": os.path.relpath(p, r.dir), "sha256": stats.digest(p)}

@@ -48,8 +48,53 @@ def _top_level_names(tree: ast.Module) -> set[str]:
 
 
 def factory_sources(path: Path) -> list[Path]:
-    """The factory file and the other Python files beside it: what it can import from its folder."""
-    return sorted({path, *path.parent.glob("*.py")})
+    """The factory file and the local modules it imports, transitively (found by reading, not importing).
+
+    A module counts as local when it resolves to a file under the factory's folder, e.g. `import layers`
+    or `from .blocks import Res` next to model.py: editing one changes what the factory builds.
+    """
+    root, seen, todo = path.parent, set(), [path]
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        try:
+            tree = ast.parse(f.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for mod in _imported(tree):
+            todo += [c for c in _local_files(root, f.parent, mod) if c not in seen]
+    return sorted(seen)
+
+
+def _imported(tree: ast.Module) -> list[tuple[int, str]]:
+    """(relative level, dotted name) of every import in a module."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(0, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            out.append((node.level, base))
+            out += [(node.level, f"{base}.{a.name}" if base else a.name) for a in node.names]
+    return out
+
+
+def _local_files(root: Path, here: Path, mod: tuple[int, str]) -> list[Path]:
+    level, name = mod
+    base = here
+    for _ in range(max(level - 1, 0)):
+        base = base.parent
+    start = base if level else root
+    parts = [p for p in name.split(".") if p]
+    out = []
+    for i in range(1, len(parts) + 1):
+        stem = start.joinpath(*parts[:i])
+        for cand in (stem.with_suffix(".py"), stem / "__init__.py"):
+            if cand.is_file() and root in cand.resolve().parents:
+                out.append(cand.resolve())
+    return out
 
 
 def probe_onnx(path: Path) -> dict[str, Any]:
