@@ -21,7 +21,8 @@ COMMANDS = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only the chosen subcommand's module is imported (keeps a no-op run fast)."""
     from edgebuild import __version__
 
     p = argparse.ArgumentParser(prog="edgebuild", description="Declarative, cached builds of ML models for edge hardware.")
@@ -29,15 +30,18 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_ in COMMANDS.items():
-        mod = importlib.import_module(f"edgebuild.commands.{name}")
         sp = sub.add_parser(name, help=help_, description=help_)
-        mod.add_arguments(sp)
-        sp.set_defaults(func=mod.run)
+        if chosen in (None, name):
+            mod = importlib.import_module(f"edgebuild.commands.{name}")
+            mod.add_arguments(sp)
+            sp.set_defaults(func=mod.run)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ class Outcome:
     node: str
     status: str                   # "cached" | "built" | "failed" | "skipped"
     seconds: float = 0.0
+    work_seconds: float = 0.0     # time inside the step's run(), as the worker measured it
     info: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     hint: str | None = None
@@ -125,7 +126,7 @@ class Executor:
             shutil.move(str(log_path), out_dir / "log.txt")
             meta = {"node": node.id, "use": node.step.use, "info": result["info"], "material": node.material}
             self.cache.commit(node.key, out_dir, meta)
-            return Outcome(node.id, "built", info=result["info"], log=text)
+            return Outcome(node.id, "built", info=result["info"], log=text, work_seconds=result.get("seconds", 0.0))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -148,7 +148,8 @@ def write_build_log(out: Path, plan: Plan, outcomes: dict[str, Outcome], total_s
     """Timings and cache hits of this build: useful, but not deterministic, so kept out of the manifest."""
     import platform
     log = {"host": host_cpu(), "python": platform.python_version(), "total_s": round(total_s, 3),
-           "nodes": {nid: {"status": o.status, "seconds": round(o.seconds, 3)} for nid, o in outcomes.items()}}
+           "nodes": {nid: {"status": o.status, "seconds": round(o.seconds, 3), "work_seconds": round(o.work_seconds, 3)}
+                     for nid, o in outcomes.items()}}
     _write_json(out / "build-log.json", log)
 
 

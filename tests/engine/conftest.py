@@ -14,14 +14,14 @@ TESTS = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 
 
-def tiny_onnx(path: Path) -> None:
+def tiny_onnx(path: Path, opset: int = 17) -> None:
     import onnx
     from onnx import TensorProto, helper
 
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     onnx.save(m, str(path))
 

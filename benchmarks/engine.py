@@ -1,0 +1,117 @@
+"""Engine speed: no-op rebuild, planning a large recipe, and cold-build overhead. Prints a table.
+
+Run: .venv/bin/python benchmarks/engine.py   (from the repository root; takes about a minute)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def edgebuild(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "edgebuild", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env or dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def cold_and_noop(work: Path) -> list[tuple[str, str, str]]:
+    cache, out = work / "cache", work / "dist"
+    t0 = time.perf_counter()
+    r = edgebuild("run", "recipes/vitals.yaml", "--cache", str(cache), "--out", str(out), "--jobs", "1")
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    log = json.loads((out / "vitals" / "build-log.json").read_text())
+    work_s = sum(n["work_seconds"] for n in log["nodes"].values())
+    rows = [("cold build of vitals (--jobs 1), wall", f"{wall:.2f} s", ""),
+            ("  of which the steps' own work", f"{work_s:.2f} s", ""),
+            ("  edgebuild's overhead (wall - work)", f"{wall - work_s:.2f} s", "goal <= 1 s")]
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        r = edgebuild("run", "recipes/vitals.yaml", "--cache", str(cache), "--out", str(out))
+        times.append(time.perf_counter() - t0)
+        assert "up to date" in r.stdout, r.stdout + r.stderr
+    rows.append(("no-op rerun of vitals, median of 10 (wall, new process)", f"{statistics.median(times) * 1000:.0f} ms",
+                 "goal <= 100 ms"))
+    code = ("import sys; from edgebuild.cli import main; main(['run', 'recipes/vitals.yaml', '--cache', sys.argv[1], "
+            "'--out', sys.argv[2]]); print([m for m in ('torch','onnx','onnxruntime','jsonschema','yaml','numpy') if m in sys.modules])")
+    mods = subprocess.run([PY, "-c", code, str(cache), str(out)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout.strip().splitlines()[-1]
+    rows.append(("heavy modules imported by the no-op run", mods, "goal []"))
+    bare = [_time([PY, "-c", "pass"]) for _ in range(10)]
+    rows.append(("for scale: bare `python -c pass`, median of 10", f"{statistics.median(bare) * 1000:.0f} ms", ""))
+    return rows
+
+
+def _time(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def synthetic_plan(work: Path) -> list[tuple[str, str, str]]:
+    """200 steps (chains of optimize / quantize / fp16 on a tiny ONNX model) shipped to 10 targets."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from conftest import tiny_onnx
+
+    tiny_onnx(work / "tiny.onnx", opset=13)
+    kinds = ["optimize", "quantize-dynamic", "fp16", "optimize"]
+    steps = {}
+    for i in range(200):
+        src = f"s{i - 1}" if i % 20 else None
+        steps[f"s{i}"] = {"use": kinds[i % 4], **({"from": src} if src else {}),
+                          **({"with": {"level": "basic"}} if kinds[i % 4] == "optimize" else {})}
+    targets = ["raspberry-pi-5", "raspberry-pi-4", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx",
+               "x86-64", "nvidia-t4", "browser-wasm", "jetson-nano", "x86-64"]
+    targets = list(dict.fromkeys(targets))
+    extra = []
+    for j in range(10 - len(targets)):
+        prof = (ROOT / "targets" / "x86-64.yaml").read_text().replace("name: x86-64", f"name: box-{j}")
+        (work / f"box-{j}.yaml").write_text(prof)
+        extra.append(f"box-{j}.yaml")
+    names = targets + [f"box-{j}" for j in range(len(extra))]
+    ship = {t: [f"s{i}" for i in range(19, 200, 20)] for t in names if t not in ("browser-wasm", "jetson-nano")}
+    ship["jetson-nano"] = ["s19"]
+    ship["browser-wasm"] = ["s39"]
+    recipe = {"edgebuild": 1, "name": "synthetic", "model": {"onnx": "tiny.onnx"}, "targets": targets + extra,
+              "steps": steps, "ship": ship}
+    import yaml
+    (work / "synthetic.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    from edgebuild import plan, recipe as recipe_mod
+    from edgebuild.digest import StatCache
+
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        p = plan.build(recipe_mod.load(work / "synthetic.yaml"), StatCache(work / "stat.json"))
+        times.append(time.perf_counter() - t0)
+    return [(f"plan a synthetic recipe: 200 steps, 10 targets, {len(p.nodes)} nodes (median of 5, in process)",
+             f"{statistics.median(times) * 1000:.0f} ms", "goal < 1 s")]
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows = cold_and_noop(work) + synthetic_plan(work)
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), "unknown")
+    print(f"edgebuild engine benchmark — {os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}\n")
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'measure'.ljust(w)} | value | goal |")
+    print(f"|{'-' * (w + 2)}|-------|------|")
+    for name, value, goal in rows:
+        print(f"| {name.ljust(w)} | {value} | {goal} |")
+
+
+if __name__ == "__main__":
+    main()
