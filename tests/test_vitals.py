@@ -1,0 +1,64 @@
+"""The bundled example end to end: build, no-op rerun without heavy imports, artifacts that work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("vitals")
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(ROOT / "recipes" / "vitals.yaml"),
+                        "--cache", str(work / "cache"), "--out", str(work / "dist")],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+def test_manifest_matches_its_schema_and_the_files(built: Path) -> None:
+    import hashlib
+
+    import jsonschema
+
+    dist = built / "dist" / "vitals"
+    m = json.loads((dist / "manifest.json").read_text())
+    jsonschema.validate(m, json.loads((ROOT / "schemas" / "manifest.schema.json").read_text()))
+    assert set(m["targets"]) == {"raspberry-pi-5", "jetson-orin-nano", "x86-64"}
+    for t in m["targets"].values():
+        for a in t["artifacts"]:
+            data = (dist / a["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == a["sha256"] and len(data) == a["size"]
+    assert m["steps"]["fp32"]["facts"]["max_abs_diff"] <= 1e-4
+
+
+def test_artifacts_keep_the_task_and_respect_the_ir_pin(built: Path) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    ev = np.load(ROOT / "recipes" / "vitals" / "eval.npz")
+    for rel, want in [("raspberry-pi-5/int8.onnx", 0.95), ("raspberry-pi-5/qdq.onnx", 0.95),
+                      ("jetson-orin-nano/half.onnx", 0.95), ("x86-64/qdq.onnx", 0.95)]:
+        path = built / "dist" / "vitals" / rel
+        assert onnx.load(str(path), load_external_data=False).ir_version <= 10   # Orin's ORT 1.20 reads IR 10
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = sess.run(None, {"ecg": ev["ecg"]})[0]
+        acc = float((logits.argmax(1) == ev["labels"]).mean())
+        assert acc >= want, (rel, acc)
+
+
+def test_no_op_rerun_builds_nothing_and_imports_no_heavy_library(built: Path) -> None:
+    code = ("import sys; from edgebuild.cli import main; rc = main(['run', sys.argv[1], '--cache', sys.argv[2], "
+            "'--out', sys.argv[3]]); print('HEAVY', [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'numpy', "
+            "'jsonschema', 'yaml') if m in sys.modules], rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "recipes" / "vitals.yaml"), str(built / "cache"),
+                        str(built / "dist")], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert "up to date" in r.stdout and "HEAVY [] 0" in r.stdout, r.stdout + r.stderr
