@@ -62,6 +62,7 @@ class RunContext:
     target: dict[str, Any] | None    # the target profile, for target-specific steps only
     recipe_dir: Path
     log: logging.Logger
+    refs: dict[str, Path] = field(default_factory=dict)  # extra inputs by role (e.g. "reference": an output folder)
 
     @property
     def input_model(self) -> Path:
@@ -93,6 +94,7 @@ class StepKind:
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")  # distributions whose versions enter the cache key
     target_specific: ClassVar[bool] = False
     dataset_params: ClassVar[tuple[str, ...]] = ()    # params that name a dataset from the recipe's `data:`
+    exclusive: ClassVar[bool] = False                 # runs alone (nothing else in parallel): timing measurements
 
     @classmethod
     def schema(cls) -> dict[str, Any]:

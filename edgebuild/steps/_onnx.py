@@ -1,0 +1,436 @@
+"""ONNX helpers shared by the step kinds; called inside run() only (this module imports onnx lazily).
+
+`save()` is the one way a step writes its model: it pins the IR version to what every consumer's
+runtime accepts, refuses an opset above the consumers' limit, runs the ONNX checker, and writes
+the same bytes for the same model (no tool versions, deterministic serialization).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from edgebuild.steps.base import StepError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+PRODUCER = "edgebuild"
+TWO_GB = 2**31
+
+# Element types (TensorProto enum values) that need a minimum IR version.
+_DTYPE_MIN_IR = {
+    17: 9, 18: 9, 19: 9, 20: 9,   # FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ
+    21: 10, 22: 10,               # UINT4, INT4
+    23: 11,                       # FLOAT4E2M1
+}
+_DTYPE_NAMES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+                21: "uint4", 22: "int4"}
+
+# Op types that mark a quantized graph.
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                      "ConvInteger", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
+                      "QGemm", "DynamicQuantizeMatMul", "QAttention"})
+INT4_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized"})
+
+
+def load(path: str | Path) -> "onnx.ModelProto":
+    """Load a model with its external data; a file that is not an ONNX model is a StepError."""
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except FileNotFoundError:
+        raise StepError(f"model file not found: {path}") from None
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise StepError(f"cannot read ONNX model {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def default_opset(model: "onnx.ModelProto") -> int:
+    """The model's default-domain ("" / "ai.onnx") opset; 0 when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def save(model: "onnx.ModelProto", path: str | Path, ir_version: int, max_opset: int,
+         opset_path: tuple[Any, ...] | None = None) -> int:
+    """Check `model` and write it to `path` as one file; return the number of bytes written.
+
+    - IR version: lowered to `ir_version` when the model's is higher (onnx 1.23 writes IR 14,
+      which ONNX Runtime 1.31 and onnxruntime-web 1.30 reject). A model whose opset or element
+      types need a higher IR version than that is a StepError.
+    - Opset: a default-domain opset above `max_opset` is a StepError; `opset_path` is the recipe
+      key to blame (e.g. the export step's `opset`).
+    - The ONNX checker must pass.
+    - Opset imports of domains no node uses are dropped (ONNX Runtime's optimizer imports every
+      domain it knows, e.g. ai.onnx.ml 5, which would demand a newer IR version).
+    - Deterministic bytes: producer "edgebuild" with no version, deterministic serialization.
+    """
+    import onnx
+
+    prune_opset_imports(model)
+    opset = default_opset(model)
+    if opset > max_opset:
+        raise StepError(
+            f"the model uses ONNX opset {opset}, but the runtimes of the targets it is built for load opset {max_opset} at most",
+            hint=f"set `opset: {max_opset}` (or lower) on the export step, or take this step from a model exported at that opset",
+            recipe_path=opset_path)
+    need = _min_ir_version(model)
+    if need > ir_version:
+        raise StepError(
+            f"the model needs ONNX IR version {need} (for its opset or element types), but the targets' runtimes "
+            f"load IR version {ir_version} at most",
+            hint="lower the export opset, or drop the target whose runtime is older from this step's consumers",
+            recipe_path=opset_path)
+    model.ir_version = min(model.ir_version or ir_version, ir_version)
+    model.producer_name = PRODUCER
+    model.producer_version = ""
+    size = model.ByteSize()
+    if size >= TWO_GB:
+        raise StepError(f"the model is {size / 2**30:.1f} GiB: models over 2 GB (external data) are not supported yet")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx.checker.ValidationError, or a C++ error for odd graphs
+        raise StepError(f"the output model does not pass the ONNX checker: {str(exc).strip()[:500]}",
+                        hint="this is likely a bug in the tool this step runs; try other parameters or an earlier step") from None
+    data = model.SerializeToString(deterministic=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return len(data)
+
+
+def prune_opset_imports(model: "onnx.ModelProto") -> None:
+    """Drop opset imports of domains that no node (in any graph or local function) uses."""
+    used = {"", "ai.onnx"}
+    for n in iter_nodes(model):
+        used.add(n.domain)
+    for f in model.functions:
+        for n in f.node:
+            used.add(n.domain)
+    keep = [o for o in model.opset_import if o.domain in used]
+    if len(keep) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+
+
+def _min_ir_version(model: "onnx.ModelProto") -> int:
+    import onnx.helper
+
+    need = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    for t in iter_initializers(model):
+        need = max(need, _DTYPE_MIN_IR.get(t.data_type, 0))
+    return need
+
+
+def iter_graphs(graph: "onnx.GraphProto") -> Iterator["onnx.GraphProto"]:
+    """`graph` and every subgraph (If/Loop/Scan bodies) inside it."""
+    import onnx
+
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from iter_graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from iter_graphs(g)
+
+
+def iter_nodes(model: "onnx.ModelProto") -> Iterator["onnx.NodeProto"]:
+    for g in iter_graphs(model.graph):
+        yield from g.node
+
+
+def iter_initializers(model: "onnx.ModelProto") -> Iterator["onnx.TensorProto"]:
+    for g in iter_graphs(model.graph):
+        yield from g.initializer
+
+
+def count_ops(model: "onnx.ModelProto") -> dict[str, int]:
+    """Op type -> number of nodes (subgraphs included), sorted by op type."""
+    return dict(sorted(Counter(n.op_type for n in iter_nodes(model)).items()))
+
+
+def node_count(model: "onnx.ModelProto") -> int:
+    return sum(1 for _ in iter_nodes(model))
+
+
+def initializer_dtypes(model: "onnx.ModelProto") -> dict[str, int]:
+    """Element type name -> number of initializers of that type, sorted by name."""
+    c = Counter(_DTYPE_NAMES.get(t.data_type, str(t.data_type)) for t in iter_initializers(model))
+    return dict(sorted(c.items()))
+
+
+def precision_of(model: "onnx.ModelProto") -> str:
+    """The model's numeric precision as edgebuild names it: "int4", "int8", "fp16" or "fp32".
+
+    Quantization ops decide first (any weight-only 4-bit op -> int4, any 8-bit quantization op -> int8);
+    otherwise the floating-point type holding most initializer bytes.
+    """
+    ops = {n.op_type for n in iter_nodes(model)}
+    if ops & INT4_OPS or any(t.data_type in (21, 22) for t in iter_initializers(model)):
+        return "int4"
+    if ops & INT8_OPS:
+        return "int8"
+    fp16 = fp32 = 0
+    for t in iter_initializers(model):
+        n = 1
+        for d in t.dims:
+            n *= d
+        if t.data_type == 10:
+            fp16 += n
+        elif t.data_type == 1:
+            fp32 += n
+    return "fp16" if fp16 > fp32 else "fp32"
+
+
+def dims(value_info: Any) -> list[int | str]:
+    """A value's shape as recipe-style dims: ints for fixed dims, names for symbolic ones ("?" when unnamed)."""
+    out: list[int | str] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))
+        else:
+            out.append(d.dim_param or "?")
+    return out
+
+
+def dtype_name(value_info: Any) -> str:
+    t = value_info.type.tensor_type.elem_type
+    return _DTYPE_NAMES.get(t, str(t))
+
+
+def graph_inputs(model: "onnx.ModelProto") -> dict[str, dict[str, Any]]:
+    """Input name -> {"shape", "dtype"} for the graph's real inputs (not initializers), in graph order."""
+    inits = {t.name for t in model.graph.initializer}
+    return {vi.name: {"shape": dims(vi), "dtype": dtype_name(vi)} for vi in model.graph.input if vi.name not in inits}
+
+
+def graph_outputs(model: "onnx.ModelProto") -> dict[str, list[int | str]]:
+    """Output name -> shape, in graph order."""
+    return {vi.name: dims(vi) for vi in model.graph.output}
+
+
+def file_size(path: str | Path) -> int:
+    return os.stat(path).st_size
+
+
+def sig3(x: float) -> float:
+    """`x` rounded to 3 significant digits, so facts print and compare the same on every run."""
+    x = float(x)
+    if x != x or x in (float("inf"), float("-inf")):
+        return x
+    return float(f"{x:.3g}")
+
+
+def session(model: "str | Path | bytes | onnx.ModelProto", optimize: bool = True) -> Any:
+    """A single-threaded CPU InferenceSession (fixed threads: the same numbers on every run)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not isinstance(model, (str, Path, bytes)):
+        model = model.SerializeToString()
+    if isinstance(model, Path):
+        model = str(model)
+    return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def check_loads(path: str | Path, what: str, hint: str | None = None) -> Any:
+    """Open `path` in ONNX Runtime (CPU); a model it rejects is a StepError. Returns the session."""
+    try:
+        return session(path)
+    except Exception as exc:
+        raise StepError(f"ONNX Runtime cannot load the {what} model: {str(exc).strip()[:400]}", hint=hint) from None
+
+
+@contextlib.contextmanager
+def keep_root_logging() -> Iterator[None]:
+    """Undo `logging.basicConfig()` calls made while importing a tool (some ORT modules do this)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+
+
+class _DropNoise(logging.Filter):
+    """ONNX Runtime's quantizers log advice to the root logger that does not apply here."""
+
+    NOISE = ("Please consider to run pre-processing", "Please consider pre-processing",
+             "Quantization parameters for tensor")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not msg.startswith(self.NOISE)
+
+
+@contextlib.contextmanager
+def quiet_quantizer_logs() -> Iterator[None]:
+    """Drop ONNX Runtime quantization's root-logger noise (pre-processing advice, per-tensor INFO lines)."""
+    root = logging.getLogger()
+    f = _DropNoise()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
+def input_names(model: "onnx.ModelProto") -> list[str]:
+    return list(graph_inputs(model))
+
+
+def gemm_to_matmul(model: "onnx.ModelProto") -> int:
+    """Rewrite Gemm nodes whose B is a constant 2-D float initializer as MatMul (+ Add for C).
+
+    alpha and transB are folded into a new weight initializer, beta into a new bias, so tools that
+    only quantize MatMul (dynamic int8 MatMulInteger, INT4 MatMulNBits) see these weights too.
+    Gemm with transA=1 is left alone. Returns the number of nodes rewritten (main graph only).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    taken = {t.name for t in graph.initializer} | {v.name for v in graph.input} | {
+        o for n in graph.node for o in n.output}
+
+    def fresh(base: str) -> str:
+        name, i = base, 1
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        return name
+
+    new_nodes, rewritten = [], 0
+    for node in graph.node:
+        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            new_nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        b = inits.get(node.input[1])
+        if (attrs.get("transA", 0) or b is None or len(b.dims) != 2
+                or b.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)):
+            new_nodes.append(node)
+            continue
+        c_name = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+        c = inits.get(c_name) if c_name else None
+        beta = float(attrs.get("beta", 1.0))
+        if c_name and c is None and beta != 1.0:
+            new_nodes.append(node)   # a computed C scaled by beta: leave as Gemm
+            continue
+        w = numpy_helper.to_array(b)
+        if attrs.get("transB", 0):
+            w = w.T
+        alpha = float(attrs.get("alpha", 1.0))
+        if alpha != 1.0:
+            w = w * np.asarray(alpha, dtype=w.dtype)
+        w_name = fresh(f"{b.name}_matmul")
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w), w_name))
+        base = node.name or node.output[0]
+        out = node.output[0]
+        if c_name:
+            mm_out = fresh(f"{out}_matmul")
+            new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=f"{base}_MatMul"))
+            bias = c_name
+            if c is not None and beta != 1.0:
+                arr = numpy_helper.to_array(c)
+                bias = fresh(f"{c_name}_scaled")
+                graph.initializer.append(numpy_helper.from_array(arr * np.asarray(beta, dtype=arr.dtype), bias))
+            new_nodes.append(helper.make_node("Add", [mm_out, bias], [out], name=f"{base}_Add"))
+        else:
+            new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [out], name=f"{base}_MatMul"))
+        rewritten += 1
+    if rewritten:
+        graph.ClearField("node")
+        graph.node.extend(new_nodes)
+        used = {i for n in iter_nodes(model) for i in n.input} | {o.name for o in graph.output}
+        keep = [t for t in graph.initializer if t.name in used]
+        graph.ClearField("initializer")
+        graph.initializer.extend(keep)
+        gi = [v for v in graph.input if v.name not in inits or v.name in used]
+        if len(gi) != len(graph.input):
+            graph.ClearField("input")
+            graph.input.extend(gi)
+    return rewritten
+
+
+def constant_matmuls(model: "onnx.ModelProto") -> int:
+    """Number of MatMul nodes whose B is a float initializer of rank 2 (or rank > 2 with leading 1s)."""
+    import onnx
+
+    count = 0
+    for g in iter_graphs(model.graph):
+        inits = {t.name: t for t in g.initializer}
+        for n in g.node:
+            if n.op_type != "MatMul" or len(n.input) < 2:
+                continue
+            t = inits.get(n.input[1])
+            if t is None or t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+                continue
+            if len(t.dims) == 2 or (len(t.dims) > 2 and all(d == 1 for d in t.dims[:-2])):
+                count += 1
+    return count
+
+
+def topo_sort(graph: "onnx.GraphProto") -> bool:
+    """Order `graph`'s nodes so each comes after the nodes it reads from (stable: keeps the original
+    order where it is already valid). Some converters append nodes at the end; the ONNX checker
+    requires sorted graphs. Returns True when the order changed; a cycle leaves the graph as is.
+    """
+    import heapq
+
+    nodes = list(graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    deps: list[set[int]] = []
+    for i, n in enumerate(nodes):
+        names = set(n.input) | _subgraph_reads(n)
+        deps.append({producer[x] for x in names if x in producer and producer[x] != i})
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    waiting = [len(d) for d in deps]
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes) or order == list(range(len(nodes))):
+        return False
+    graph.ClearField("node")
+    graph.node.extend(nodes[i] for i in order)
+    return True
+
+
+def _subgraph_reads(node: Any) -> set[str]:
+    import onnx
+
+    out: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            for sg in iter_graphs(g):
+                for n in sg.node:
+                    out.update(n.input)
+    return out

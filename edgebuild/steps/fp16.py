@@ -1,0 +1,59 @@
+"""fp16: convert float32 weights and compute to float16 (onnxruntime.transformers.float16).
+
+Ops ONNX Runtime keeps in float32 for accuracy (its converter's default block list, e.g. Resize,
+Range, some reductions) stay float32 behind Cast nodes. With `keep_io_types` the model's inputs
+and outputs stay float32, so callers feed and read the same arrays as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgebuild.steps.base import RunContext, StepError, StepKind
+
+
+class Fp16(StepKind):
+    name = "fp16"
+    version = 1
+    summary = "Convert float32 weights and computation to float16 (half the size; fast on GPUs and NPUs with fp16)."
+    params = {
+        "keep_io_types": {"type": "boolean", "default": True,
+                          "description": "Keep float32 model inputs and outputs (Cast nodes convert at the edges); "
+                                         "false makes the inputs and outputs float16 as well."},
+    }
+    precision = "fp16"
+    tools = ("onnx", "onnxruntime")
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        import warnings
+
+        from edgebuild.steps import _onnx
+
+        with _onnx.keep_root_logging():
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = _onnx.load(ctx.input_model)
+        size_before = _onnx.file_size(ctx.input_model)
+        before = _onnx.initializer_dtypes(model)
+        if not before.get("float32"):
+            raise StepError("the model has no float32 weights to convert",
+                            hint="fp16 converts a float32 model; take this step from an fp32 model (e.g. the export step)")
+        keep = bool(ctx.params["keep_io_types"])
+        ctx.log.info("converting float32 to float16 (keep_io_types=%s)", keep)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                out = convert_float_to_float16(model, keep_io_types=keep)
+            except Exception as exc:
+                raise StepError(f"float16 conversion failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
+        for w in caught:   # e.g. weights clipped to the float16 range
+            ctx.log.warning("converter: %s", str(w.message).strip())
+        _onnx.topo_sort(out.graph)   # the converter appends the input Casts after the nodes that read them
+        size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
+        _onnx.check_loads(ctx.output_model, "float16")
+        after = _onnx.initializer_dtypes(out)
+        ctx.log.info("size %d -> %d bytes; initializers by type: %s", size_before, size_after, after)
+        return {"initializers": after, "keep_io_types": keep, "size_before": size_before, "size_after": size_after}
+
+
+KIND = Fp16

@@ -1,0 +1,97 @@
+"""Datasets: shapes and dtypes from .npy headers without loading arrays; batch-of-one feeds."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgebuild import datasets
+
+
+def test_inspect_reads_shapes_and_dtypes(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((5, 3, 8), np.float32), ids=np.zeros((5, 7), np.int64), labels=np.arange(5))
+    got = datasets.inspect(path)
+    assert got == {"ids": ((5, 7), "int64"), "labels": ((5,), "int64"), "x": ((5, 3, 8), "float32")}
+
+
+def test_inspect_does_not_load_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, x=np.zeros((2000, 1000), np.float32), m=np.zeros((2000,), np.bool_))
+
+    def boom(*a, **k):
+        raise AssertionError("inspect must not load arrays")
+
+    monkeypatch.setattr(np, "load", boom)
+    monkeypatch.setattr(np.lib.format, "read_array", boom)
+    assert datasets.inspect(path) == {"m": ((2000,), "bool"), "x": ((2000, 1000), "float32")}
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_inspect_reads_every_npy_header_version(tmp_path: Path, version: tuple[int, int]) -> None:
+    path = tmp_path / "v.npz"
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ones((4, 2), np.float16), version=version)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", buf.getvalue())
+    assert datasets.inspect(path) == {"x": ((4, 2), "float16")}
+
+
+def test_inspect_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        datasets.inspect(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a zip")
+    with pytest.raises(ValueError, match="zip"):
+        datasets.inspect(bad)
+    notnpy = tmp_path / "notnpy.npz"
+    with zipfile.ZipFile(notnpy, "w") as zf:
+        zf.writestr("x.npy", b"hello world, not an array")
+    with pytest.raises(ValueError):
+        datasets.inspect(notnpy)
+
+
+def test_feeds_yields_batches_of_one(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    y = np.arange(6, dtype=np.int64).reshape(6, 1)
+    np.savez(path, x=x, y=y, labels=np.arange(6))
+    got = list(datasets.feeds(path, ["x", "y"]))
+    assert len(got) == 6
+    assert set(got[0]) == {"x", "y"}
+    assert got[2]["x"].shape == (1, 4) and got[2]["x"].dtype == np.float32
+    np.testing.assert_array_equal(got[2]["x"], x[2:3])
+    np.testing.assert_array_equal(got[5]["y"], y[5:6])
+    assert all(f["x"].flags["C_CONTIGUOUS"] for f in got)
+
+
+def test_feeds_limit_and_missing_input(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((10, 2), np.float32))
+    assert len(list(datasets.feeds(path, ["x"], limit=3))) == 3
+    assert len(list(datasets.feeds(path, ["x"], limit=50))) == 10
+    with pytest.raises(KeyError, match="no array for input"):
+        list(datasets.feeds(path, ["x", "mask"]))
+
+
+def test_feeds_fortran_order_arrays_are_contiguous(tmp_path: Path) -> None:
+    path = tmp_path / "f.npz"
+    x = np.asfortranarray(np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32))
+    np.savez(path, x=x)
+    got = list(datasets.feeds(path, ["x"]))
+    assert got[1]["x"].flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got[1]["x"], x[1:2])
+
+
+def test_count_and_labels(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, a=np.zeros((7, 2), np.float32), b=np.zeros((5, 2), np.float32), labels=np.arange(5))
+    assert datasets.count(path, ["a", "b"]) == 5
+    np.testing.assert_array_equal(datasets.load_labels(path), np.arange(5))
+    nolabels = tmp_path / "n.npz"
+    np.savez(nolabels, a=np.zeros((2, 2), np.float32))
+    assert datasets.load_labels(nolabels) is None

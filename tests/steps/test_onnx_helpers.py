@@ -1,0 +1,121 @@
+"""edgebuild.steps._onnx: saving (IR pin, opset limit, checker, same bytes) and graph rewrites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgebuild.steps import _onnx
+from edgebuild.steps.base import StepError
+
+
+def _relu(opset: int = 17, ir: int = onnx.IR_VERSION) -> onnx.ModelProto:
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="someone",
+                          producer_version="9.9")
+    m.ir_version = ir
+    return m
+
+
+def test_save_pins_ir_version_and_producer(tmp_path: Path) -> None:
+    m = _relu(ir=onnx.IR_VERSION)   # onnx 1.23 writes IR 14 by default
+    _onnx.save(m, tmp_path / "m.onnx", ir_version=10, max_opset=21)
+    back = onnx.load(str(tmp_path / "m.onnx"))
+    assert back.ir_version == 10
+    assert back.producer_name == "edgebuild" and back.producer_version == ""
+    # a lower IR version stays as it is
+    _onnx.save(_relu(ir=8), tmp_path / "low.onnx", ir_version=10, max_opset=21)
+    assert onnx.load(str(tmp_path / "low.onnx")).ir_version == 8
+
+
+def test_save_writes_identical_bytes(tmp_path: Path) -> None:
+    _onnx.save(_relu(), tmp_path / "a.onnx", 10, 21)
+    _onnx.save(_relu(), tmp_path / "b.onnx", 10, 21)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_save_refuses_opset_above_limit(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="opset 21.*opset 17 at most") as e:
+        _onnx.save(_relu(opset=21), tmp_path / "m.onnx", 10, 17, opset_path=("steps", "fp32", "with", "opset"))
+    assert e.value.recipe_path == ("steps", "fp32", "with", "opset")
+    assert "opset: 17" in (e.value.hint or "")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_save_refuses_ir_too_low_for_opset(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="IR version 10"):
+        _onnx.save(_relu(opset=21), tmp_path / "m.onnx", ir_version=9, max_opset=21)
+
+
+def test_save_drops_unused_domain_imports(tmp_path: Path) -> None:
+    m = _relu()
+    m.opset_import.extend([helper.make_opsetid("ai.onnx.ml", 5), helper.make_opsetid("com.microsoft", 1)])
+    _onnx.save(m, tmp_path / "m.onnx", ir_version=8, max_opset=17)   # ai.onnx.ml 5 alone would need IR 10
+    assert [o.domain for o in onnx.load(str(tmp_path / "m.onnx")).opset_import] == [""]
+
+
+def test_save_runs_checker(tmp_path: Path) -> None:
+    m = _relu()
+    m.graph.node[0].input[0] = "nowhere"
+    with pytest.raises(StepError, match="ONNX checker"):
+        _onnx.save(m, tmp_path / "m.onnx", 10, 21)
+
+
+def _gemm_model(trans_b: int, alpha: float, beta: float, bias: bool) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 5) if trans_b else (5, 6)).astype(np.float32)
+    c = rng.standard_normal(6).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(c, "c")] if bias else [])
+    node = helper.make_node("Gemm", ["x", "w"] + (["c"] if bias else []), ["y"], name="g",
+                            transB=trans_b, alpha=alpha, beta=beta)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, w, c
+
+
+@pytest.mark.parametrize("trans_b,alpha,beta,bias", [(1, 1.0, 1.0, True), (0, 0.5, 2.0, True), (1, 2.0, 1.0, False)])
+def test_gemm_to_matmul_keeps_results(trans_b: int, alpha: float, beta: float, bias: bool) -> None:
+    m, _, _ = _gemm_model(trans_b, alpha, beta, bias)
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    want = _onnx.session(m).run(None, {"x": x})[0]
+    assert _onnx.gemm_to_matmul(m) == 1
+    assert "Gemm" not in _onnx.count_ops(m) and _onnx.count_ops(m)["MatMul"] == 1
+    assert _onnx.constant_matmuls(m) == 1
+    onnx.checker.check_model(m)
+    got = _onnx.session(m).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert "w" not in {t.name for t in m.graph.initializer}   # the unused original weight is dropped
+
+
+def test_topo_sort_orders_appended_nodes() -> None:
+    g = helper.make_graph([helper.make_node("Relu", ["a"], ["y"], name="relu"),
+                           helper.make_node("Neg", ["x"], ["a"], name="neg")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    assert _onnx.topo_sort(g) is True
+    assert [n.name for n in g.node] == ["neg", "relu"]
+    assert _onnx.topo_sort(g) is False
+
+
+def test_precision_and_counts(models: dict[str, Path]) -> None:
+    m = _onnx.load(models["cnn"])
+    assert _onnx.precision_of(m) == "fp32"
+    assert _onnx.count_ops(m) == {"Conv": 2, "Flatten": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 2}
+    assert _onnx.graph_inputs(m) == {"x": {"shape": ["batch", 3, 16, 16], "dtype": "float32"}}
+    assert _onnx.graph_outputs(m) == {"y": ["batch", 10]}
+    assert _onnx.sig3(0.000123456) == 0.000123 and _onnx.sig3(123456.0) == 123000.0
+
+
+def test_load_rejects_non_onnx(tmp_path: Path) -> None:
+    bad = tmp_path / "x.onnx"
+    bad.write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(StepError, match="cannot read ONNX model"):
+        _onnx.load(bad)
