@@ -26,13 +26,13 @@ class Outcome:
     node: str
     status: str                   # "cached" | "built" | "failed" | "skipped"
     seconds: float = 0.0
-    work_seconds: float = 0.0     # time inside the step's run(), as the worker measured it
     info: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     hint: str | None = None
     recipe_path: list[Any] | None = None
     log: str = ""
     notes: list[str] = field(default_factory=list)   # e.g. "cache entry was corrupt; rebuilt"
+    work_seconds: float = 0.0     # time inside the step's run(), as the worker measured it
 
 
 class Reporter(Protocol):
@@ -55,7 +55,7 @@ class Executor:
         stop = False
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             while pending or running:
-                for node in self._ready(pending, stop):
+                for node in self._ready(pending, stop, list(running.values())):
                     del pending[node.id]
                     self.reporter.started(node)
                     running[pool.submit(self._do, node)] = node
@@ -72,20 +72,25 @@ class Executor:
             self.outcomes[node.id] = Outcome(node.id, "skipped", message="not run: an earlier step failed")
         return self.outcomes
 
-    def _ready(self, pending: dict[str, Node], stop: bool) -> list[Node]:
-        if stop:
+    def _ready(self, pending: dict[str, Node], stop: bool, running: list[Node]) -> list[Node]:
+        """Nodes whose inputs are done; an exclusive node (a timing measurement) starts only alone."""
+        if stop or any(n.step.kind.exclusive for n in running):
             return []
         ready = []
         for node in list(pending.values()):
-            up = self.outcomes.get(node.upstream) if node.upstream else None
-            if node.upstream and up is None:
+            deps = [d for d in [node.upstream, *node.refs.values()] if d]
+            done = [self.outcomes.get(d) for d in deps]
+            if any(o is None for o in done):
                 continue
-            if up is not None and up.status in ("failed", "skipped"):
+            if any(o is not None and o.status in ("failed", "skipped") for o in done):
                 del pending[node.id]
                 self.outcomes[node.id] = Outcome(node.id, "skipped", message=f"not run: {node.upstream} failed")
                 continue
             ready.append(node)
-        return ready
+        plain = [n for n in ready if not n.step.kind.exclusive]
+        if plain:
+            return plain
+        return ready[:1] if ready and not running else []
 
     def _do(self, node: Node) -> Outcome:
         t0 = time.perf_counter()
@@ -141,6 +146,8 @@ class Executor:
             "source": src, "inputs": r.inputs, "data": {k: str(v) for k, v in r.data.items()},
             "out_dir": str(out_dir), "ir_version": node.ir_version, "max_opset": node.max_opset,
             "target": node.target.data if node.target else None, "recipe_dir": str(r.dir), "result": str(result),
+            "refs": {role: str(self.cache.entry(self.plan.nodes[nid].key)) for role, nid in node.refs.items()},
+            "kind_ref": node.kind_ref,
         }
 
 

@@ -13,6 +13,7 @@ from edgebuild import __version__
 from edgebuild.digest import StatCache, sha256_json
 from edgebuild.errors import Problem, UserError
 from edgebuild.recipe import Recipe, StepSpec
+from edgebuild.steps.base import ONNX, PYTORCH
 from edgebuild.targets import Target
 
 SHARED_CODE = ("steps/_onnx.py", "datasets.py", "steps/base.py")   # run-time helpers every step uses
@@ -29,6 +30,8 @@ class Node:
     consumers: list[str]
     ir_version: int
     max_opset: int
+    refs: dict[str, str] = field(default_factory=dict)   # extra inputs: role -> node id (e.g. the FP32 reference)
+    kind_ref: str | None = None                           # "module:Class" of an internal step kind (measurements)
     material: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     status: str = "run"            # "cached" | "run"
@@ -84,13 +87,43 @@ def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Pl
     plan = Plan(recipe, nodes, {}, selected)
     for t in selected:
         plan.ship[t] = [(sid, f"{sid}@{t}" if specific[sid] else sid) for sid in recipe.ship.get(t, [])]
+    _add_measurements(plan)
     unused = [sid for sid in recipe.steps if not any(sid in needs[t] for t in names)]
     for sid in unused:
         plan.warnings.append(Problem(f"step '{sid}' is not shipped to any target, nor used by a shipped step: it is not built",
                                      recipe.doc.at(("steps", sid), key=True), "add it to `ship:` or remove it", "warning"))
-    for n in nodes.values():
-        _key(recipe, n, nodes, stats)
+    for n in plan.nodes.values():
+        _key(recipe, n, plan.nodes, stats)
     return plan
+
+
+def _add_measurements(plan: Plan) -> None:
+    """One measurement node per shipped ONNX artifact and target, when the recipe has checks or `best:`."""
+    from edgebuild import checks
+    from edgebuild.measure import MEASURE_REF, Measure
+
+    r = plan.recipe
+    if not checks.wanted(r):
+        return
+    for t, shipped in plan.ship.items():
+        target = r.target(t)
+        for sid, nid in shipped:
+            if r.steps[sid].kind.gives != ONNX:
+                continue
+            params = Measure.fill_defaults(checks.measure_params(r, target))
+            spec = StepSpec(f"check:{sid}", "measure", Measure, sid, params)
+            root = _root(plan, nid)
+            refs = {"reference": root} if r.model_kind == PYTORCH else {}
+            up = plan.nodes[nid]
+            plan.nodes[f"check:{sid}@{t}"] = Node(f"check:{sid}@{t}", spec, target, nid, [t], up.ir_version,
+                                                  up.max_opset, refs=refs, kind_ref=MEASURE_REF)
+
+
+def _root(plan: Plan, node_id: str) -> str:
+    """The first node of a chain: for a PyTorch model, the export whose output is the FP32 reference."""
+    while plan.nodes[node_id].upstream is not None:
+        node_id = plan.nodes[node_id].upstream  # type: ignore[assignment]
+    return node_id
 
 
 def _needed(recipe: Recipe, shipped: list[str]) -> set[str]:
@@ -161,6 +194,10 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache) -
         "target": node.target.fingerprint if (node.target and step.kind.target_specific) else None,
         "sources": {},
     }
+    if node.refs:
+        m["refs"] = {role: nodes[nid].key for role, nid in sorted(node.refs.items())}
+    elif node.kind_ref is not None and "model" in recipe.source_files:
+        m["sources"]["model"] = stats.digest(recipe.source_files["model"])   # the reference is the ONNX source
     if step.source is None:
         m["model_inputs"] = recipe.inputs
         m["sources"] = {role: stats.digest(p) for role, p in sorted(recipe.source_files.items())

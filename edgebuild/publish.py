@@ -24,8 +24,13 @@ def out_dir(plan: Plan, out: Path | None) -> Path:
     return (out or Path("dist")) / plan.recipe.name
 
 
-def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path) -> dict[str, Any]:
-    """Publish every selected target whose artifacts all built; return the manifest written."""
+def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
+            verdicts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish every selected target whose artifacts all built and passed their checks; return the manifest.
+
+    A target that failed keeps what its last good build published (folder and manifest entry).
+    """
+    verdicts = verdicts or {}
     out.mkdir(parents=True, exist_ok=True)
     previous = _read(out / "manifest.json")
     manifest = _header(plan, out, cache.stats)
@@ -34,11 +39,23 @@ def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path) -
     manifest["targets"] = dict(kept)
     manifest["steps"] = {k: v for k, v in previous.get("steps", {}).items() if _still_used(k, kept)}
     for tname, shipped in plan.ship.items():
-        if not all(outcomes.get(nid) and outcomes[nid].status in ("cached", "built") for _, nid in shipped):
+        v = verdicts.get(tname)
+        if v is not None and v.ship is not None:
+            shipped = [(sid, nid) for sid, nid in shipped if sid in v.ship]
+        built = all(outcomes.get(nid) and outcomes[nid].status in ("cached", "built") for _, nid in shipped)
+        if not built or not shipped or (v is not None and v.failures):
             if tname in previous.get("targets", {}):
                 manifest["targets"][tname] = previous["targets"][tname]
             continue
-        manifest["targets"][tname] = _publish_target(plan, cache, outcomes, out, tname, shipped)
+        entry = _publish_target(plan, cache, outcomes, out, tname, shipped)
+        if v is not None:
+            for a in entry["artifacts"]:
+                if a["step"] in v.artifacts:
+                    a["checks"] = v.artifacts[a["step"]]
+            if v.selection is not None:
+                entry["selection"] = dict(v.selection, candidates=[
+                    dict(c, checks=v.artifacts.get(c["step"])) for c in v.selection["candidates"]])
+        manifest["targets"][tname] = entry
         for _, nid in shipped:
             for cid in _chain(plan, nid):
                 manifest["steps"][cid] = _step_entry(plan, cid, outcomes)
@@ -147,18 +164,11 @@ def _write_json(path: Path, value: Any) -> None:
 def write_build_log(out: Path, plan: Plan, outcomes: dict[str, Outcome], total_s: float) -> None:
     """Timings and cache hits of this build: useful, but not deterministic, so kept out of the manifest."""
     import platform
+
+    from edgebuild.measure import host_cpu
     log = {"host": host_cpu(), "python": platform.python_version(), "total_s": round(total_s, 3),
            "nodes": {nid: {"status": o.status, "seconds": round(o.seconds, 3), "work_seconds": round(o.work_seconds, 3)}
                      for nid, o in outcomes.items()}}
     _write_json(out / "build-log.json", log)
 
 
-def host_cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()

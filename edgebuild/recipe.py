@@ -38,7 +38,9 @@ class Recipe:
     data: dict[str, Path]
     targets: list[targets_mod.Target]
     steps: dict[str, StepSpec]
-    ship: dict[str, list[str]]
+    ship: dict[str, list[str]]                    # target -> step ids shipped, or the candidates of `best:`
+    best: dict[str, str] = field(default_factory=dict)            # target -> `by` (latency|size) where ship says best:
+    checks: dict[str, Any] = field(default_factory=dict)          # the recipe's `checks:` section
     source_files: dict[str, Path] = field(default_factory=dict)   # role -> file whose content enters keys
     model_facts: dict[str, Any] = field(default_factory=dict)     # probe of an ONNX source
 
@@ -48,6 +50,10 @@ class Recipe:
 
     def target(self, name: str) -> targets_mod.Target:
         return next(t for t in self.targets if t.name == name)
+
+    def ship_path(self, target: str, i: int) -> tuple[Any, ...]:
+        """Recipe path of the i-th step id shipped to a target (inside `best:` for a selection)."""
+        return ("ship", target, "best", i) if target in self.best else ("ship", target, i)
 
     def output_kind(self, step_id: str | None) -> str:
         return self.model_kind if step_id is None else self.steps[step_id].kind.gives
@@ -69,6 +75,9 @@ def load(path: str | Path) -> Recipe:
     _raise(_check_ship(recipe))
     _raise(_check_sources(recipe))
     _raise(_check_steps(recipe))
+    from edgebuild import checks
+
+    _raise(checks.check_recipe(recipe))
     return recipe
 
 
@@ -79,15 +88,23 @@ def _raise(problems: list[Problem]) -> None:
 
 def _check_format(doc: loader.Document) -> None:
     data = doc.data
+    if data is None:
+        raise UserError(Problem("the recipe is empty", doc.at(()),
+                                "start it with `edgebuild: 1`, then name, model, targets, steps and ship"))
     if not isinstance(data, dict):
-        raise UserError(Problem("a recipe must be a mapping of keys (edgebuild, name, model, targets, steps, ship)",
-                                doc.at(()), "start the file with `edgebuild: 1`"))
+        raise UserError(Problem("a recipe must be a mapping of keys (edgebuild, name, model, targets, steps, ship), "
+                                f"found {validate.found(data)}", doc.at(()), "write `key: value` lines, starting with `edgebuild: 1`"
+                                + ("; not `- ` list items" if isinstance(data, list) else "")))
     if "edgebuild" not in data:
         raise UserError(Problem("missing recipe format version `edgebuild: 1`", doc.at(()),
                                 "add `edgebuild: 1` as the first line of the recipe"))
-    if data["edgebuild"] != FORMAT or isinstance(data["edgebuild"], bool):
-        raise UserError(Problem(f"unsupported recipe format {data['edgebuild']!r}: this edgebuild reads format {FORMAT}",
-                                doc.at(("edgebuild",)), "write `edgebuild: 1`, or upgrade edgebuild"))
+    version = data["edgebuild"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(Problem(f"the recipe format version must be the integer {FORMAT}, found {validate.found(version)}",
+                                doc.at(("edgebuild",)), f"write `edgebuild: {FORMAT}`, without quotes"))
+    if version != FORMAT:
+        raise UserError(Problem(f"unsupported recipe format {version}: this edgebuild reads format {FORMAT}",
+                                doc.at(("edgebuild",)), f"write `edgebuild: {FORMAT}`, or upgrade edgebuild"))
 
 
 def _steps(doc: loader.Document) -> tuple[dict[str, StepSpec], list[Problem]]:
@@ -132,7 +149,10 @@ def _build(file: Path, doc: loader.Document, steps: dict[str, StepSpec]) -> Reci
         resolved = {"pytorch": {"factory": model["pytorch"]["factory"], "weights": base / w if w else None}}
     data_sets = {k: base / v for k, v in (data.get("data") or {}).items()}
     inputs = {k: {"shape": v["shape"], "dtype": v.get("dtype", "float32")} for k, v in (model.get("inputs") or {}).items()}
-    return Recipe(file, doc, data["name"], kind, resolved, inputs, data_sets, tlist, steps, dict(data["ship"]))
+    ship = {t: (v["best"] if isinstance(v, dict) else v) for t, v in data["ship"].items()}
+    best = {t: v.get("by", "latency") for t, v in data["ship"].items() if isinstance(v, dict)}
+    return Recipe(file, doc, data["name"], kind, resolved, inputs, data_sets, tlist, steps, ship, best,
+                  dict(data.get("checks") or {}))
 
 
 def _check_graph(r: Recipe) -> list[Problem]:
@@ -153,11 +173,26 @@ def _check_graph(r: Recipe) -> list[Problem]:
     for sid, s in r.steps.items():
         got = r.output_kind(s.source)
         if got not in s.kind.takes:
-            origin = f"step '{s.source}' ({r.steps[s.source].use})" if s.source else "the recipe's model"
-            hint = "add `from: <an export step>`" if got == PYTORCH else f"take it from a step that gives {' or '.join(s.kind.takes)}"
-            problems.append(Problem(f"step '{sid}' ({s.use}) takes a {' or '.join(s.kind.takes)} model, "
-                                    f"but {origin} gives {got}", r.doc.at(("steps", sid, "from" if s.source else "use")), hint))
+            origin = f"step '{s.source}' ({r.steps[s.source].use}) gives" if s.source else "the recipe's model is"
+            fits = [o for o, spec in r.steps.items() if o != sid and spec.kind.gives in s.kind.takes]
+            if fits:
+                hint = f"take it from a step that gives {_kinds(s.kind.takes)}: add `from: {fits[0]}`"
+            elif got == PYTORCH:
+                hint = "add an export step (`use: export`) and take this step `from:` it"
+            else:
+                hint = f"take it from a step that gives {_kinds(s.kind.takes)}"
+            problems.append(Problem(f"step '{sid}' ({s.use}) takes {_kinds(s.kind.takes)}, but {origin} {_kinds([got])}",
+                                    r.doc.at(("steps", sid, "from" if s.source else "use")), hint))
     return problems
+
+
+KIND_NAMES = {ONNX: "an ONNX model", PYTORCH: "a PyTorch model", "tensorrt-engine": "a TensorRT engine",
+              "web-bundle": "a web bundle"}
+
+
+def _kinds(kinds: Any) -> str:
+    """Model kinds in words: "an ONNX model", "a PyTorch model or an ONNX model"."""
+    return " or ".join(KIND_NAMES.get(k, f"a {k}") for k in kinds)
 
 
 def _cycle_from(r: Recipe, start: str) -> list[str]:
@@ -175,19 +210,20 @@ def _check_ship(r: Recipe) -> list[Problem]:
     names = [t.name for t in r.targets]
     for tname, ids in r.ship.items():
         if tname not in names:
-            hint = validate.did_you_mean(tname, names) or f"targets of this recipe: {', '.join(names)}"
+            hint = validate.did_you_mean(tname, names) or (f"add it to `targets` (now: {', '.join(names)}), "
+                                                           "or remove it from `ship`")
             problems.append(Problem(f"ship names target '{tname}', which is not in `targets`", r.doc.at(("ship", tname), key=True), hint))
             continue
         target = r.target(tname)
         for i, sid in enumerate(ids):
             if sid not in r.steps:
                 hint = validate.did_you_mean(sid, list(r.steps)) or f"steps here: {', '.join(r.steps)}"
-                problems.append(Problem(f"ship.{tname} names unknown step '{sid}'", r.doc.at(("ship", tname, i)), hint))
+                problems.append(Problem(f"ship.{tname} names unknown step '{sid}'", r.doc.at(r.ship_path(tname, i)), hint))
                 continue
             gives = r.steps[sid].kind.gives
             if gives not in target.formats:
-                problems.append(Problem(f"step '{sid}' gives a {gives}, which target '{tname}' cannot load "
-                                        f"(it loads: {', '.join(target.formats)})", r.doc.at(("ship", tname, i)),
+                problems.append(Problem(f"step '{sid}' gives {_kinds([gives])}, which target '{tname}' cannot load "
+                                        f"(it loads: {', '.join(target.formats)})", r.doc.at(r.ship_path(tname, i)),
                                         "ship a step whose output this target loads, or check the target profile's `formats`"))
     return problems
 
@@ -204,13 +240,15 @@ def _check_sources(r: Recipe) -> list[Problem]:
         if fpath is not None:
             for i, f in enumerate(sources.factory_sources(fpath)):
                 r.source_files[f"factory:{f.name}"] = f
-        w = pt["weights"]
+        w, shown, w_at = pt["weights"], doc.data["model"]["pytorch"].get("weights"), doc.at(("model", "pytorch", "weights"))
         if w is not None:
-            if w.is_file():
-                r.source_files["weights"] = w
+            if not w.is_file():
+                problems.append(Problem(f"weights file not found: {shown}", w_at,
+                                        f"looked for {w.resolve()}; paths are relative to the recipe"))
+            elif sources.is_lfs_pointer(w):
+                problems.append(sources.lfs_problem(f"weights file {shown}", w, w_at))
             else:
-                problems.append(Problem(f"weights file not found: {doc.data['model']['pytorch']['weights']}",
-                                        doc.at(("model", "pytorch", "weights")), f"looked for {w}; paths are relative to the recipe"))
+                r.source_files["weights"] = w
         if not r.inputs:
             problems.append(Problem("a pytorch model needs `inputs:` (name, shape and dtype of each input)",
                                     doc.at(("model",), key=True), "add e.g. `inputs: {x: {shape: [batch, 3, 224, 224], dtype: float32}}`"))
@@ -225,14 +263,16 @@ def _check_sources(r: Recipe) -> list[Problem]:
 
 
 def _check_onnx_source(r: Recipe) -> list[Problem]:
-    path, where = r.model["onnx"], r.doc.at(("model", "onnx"))
+    path, where, shown = r.model["onnx"], r.doc.at(("model", "onnx")), r.doc.data["model"]["onnx"]
     if not path.is_file():
-        return [Problem(f"model file not found: {r.doc.data['model']['onnx']}", where, f"looked for {path}; paths are relative to the recipe")]
+        return [Problem(f"model file not found: {shown}", where, f"looked for {path.resolve()}; paths are relative to the recipe")]
+    if sources.is_lfs_pointer(path):
+        return [sources.lfs_problem(f"model file {shown}", path, where)]
     try:
         facts = sources.probe_onnx(path)
     except ValueError as exc:
-        return [Problem(f"cannot read ONNX model {r.doc.data['model']['onnx']}: {exc}", where,
-                        "re-export the model; check the file was not truncated or saved as text (e.g. a Git LFS pointer)")]
+        return [Problem(f"cannot read ONNX model {shown}: {exc}", where,
+                        "re-export the model; check the file was not truncated, or written in another format")]
     r.model_facts = facts
     r.source_files["model"] = path
     for ext in facts["external"]:
@@ -245,7 +285,8 @@ def _check_onnx_source(r: Recipe) -> list[Problem]:
             if name not in facts["inputs"]:
                 problems.append(Problem(f"model.inputs names '{name}', which is not an input of the ONNX model "
                                         f"(its inputs: {', '.join(facts['inputs'])})", r.doc.at(("model", "inputs", name), key=True),
-                                        validate.did_you_mean(name, list(facts["inputs"]))))
+                                        validate.did_you_mean(name, list(facts["inputs"]))
+                                        or "name the model's inputs as the graph does, or leave out `inputs:` to read them from it"))
     return problems
 
 
@@ -255,12 +296,16 @@ def _check_steps(r: Recipe) -> list[Problem]:
 
     problems = []
     for sid, s in r.steps.items():
+        unknown = []
         for p in s.kind.dataset_params:
             ds = s.params.get(p)
             if ds is not None and ds not in r.data:
                 hint = validate.did_you_mean(ds, list(r.data)) or (f"datasets here: {', '.join(r.data)}" if r.data else "declare it under `data:`")
-                problems.append(Problem(f"step '{sid}' uses dataset '{ds}', which is not declared under `data:`",
-                                        r.doc.at(("steps", sid, "with", p)), hint))
+                unknown.append(Problem(f"step '{sid}' uses dataset '{ds}', which is not declared under `data:`",
+                                       r.doc.at(("steps", sid, "with", p)), hint))
+        if unknown:  # the kind's own checks assume its datasets exist: they would report the same again
+            problems += unknown
+            continue
         input_kind = r.output_kind(s.source)
         ctx = PlanContext(sid, s.params, r, input_kind, r.targets)
         s.kind().check(ctx)

@@ -41,7 +41,7 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
     from edgebuild.steps import kinds
     from edgebuild.steps.base import RunContext
 
-    kind = kinds()[job["use"]]
+    kind = _kind(job) if job.get("kind_ref") else kinds()[job["use"]]
     ctx = RunContext(
         step_id=job["step_id"], params=job["params"],
         input_dir=Path(job["input_dir"]) if job["input_dir"] else None,
@@ -49,9 +49,18 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
         data={k: Path(v) for k, v in job["data"].items()},
         out_dir=Path(job["out_dir"]), ir_version=job["ir_version"], max_opset=job["max_opset"],
         target=job["target"], recipe_dir=Path(job["recipe_dir"]), log=log,
+        refs={k: Path(v) for k, v in job.get("refs", {}).items()},
     )
     info = kind().run(ctx)
     return json.loads(json.dumps(info or {}, sort_keys=True))   # JSON-clean, deterministic order
+
+
+def _kind(job: dict[str, Any]) -> Any:
+    """An internal step kind (not usable in recipes), named as "module:Class"."""
+    import importlib
+
+    module, _, cls = job["kind_ref"].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 if __name__ == "__main__":

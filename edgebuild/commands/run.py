@@ -62,16 +62,21 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
         outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force)).run()
     finally:
         reporter.close()
+    from edgebuild import checks
+
+    verdicts = checks.judge(plan, cache, outcomes)
     out = publish.out_dir(plan, args.out)
-    manifest = publish.publish(plan, cache, outcomes, out)
+    manifest = publish.publish(plan, cache, outcomes, out, verdicts)
     publish.write_build_log(out, plan, outcomes, time.perf_counter() - t0)
     cache.stats.save()
     _write_history(plan, cache, outcomes, args.recipe)
     failures = [o for o in outcomes.values() if o.status == "failed"]
-    if failures:
-        raise BuildFailed([_failure(plan, o) for o in failures] +
-                          [Problem(f"{len(failures)} step(s) failed; artifacts of other targets were published to {out}",
-                                   severity="note")])
+    failed_checks = [p for v in verdicts.values() for p in v.failures]
+    if failures or failed_checks:
+        _print_table(manifest, plan, args.json)
+        raise BuildFailed([_failure(plan, o) for o in failures] + failed_checks +
+                          [Problem(f"{len(failures)} step(s) and {len(failed_checks)} check(s) failed; targets that passed "
+                                   f"were published to {out}; built steps and measurements stay cached", severity="note")])
     summary = _summary(plan, manifest, out)
     fastpath.write(record, _record(plan, cache, outcomes, out, summary))
     if args.json:
@@ -79,6 +84,12 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     else:
         progress.print_summary(plan, outcomes, manifest, out, time.perf_counter() - t0)
     return 0
+
+
+def _print_table(manifest: dict[str, Any], plan: Any, quiet: bool) -> None:
+    if not quiet:
+        from edgebuild import progress
+        progress.print_summary(plan, {}, manifest, Path("."), 0.0)
 
 
 def _failure(plan: Any, o: Any) -> Any:

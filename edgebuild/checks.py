@@ -1,0 +1,197 @@
+"""`checks:` and `best:` selection: what to measure, whether a measured artifact keeps its promises,
+and which candidate ships when a target asks for the best one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgebuild.errors import Problem
+from edgebuild.steps.base import ONNX
+
+UNITS = {"latency": "ms", "size": "MB", "memory": "MB", "fidelity": "", "accuracy": ""}
+
+
+def wanted(recipe: Any) -> bool:
+    """Whether shipped ONNX artifacts get measurement nodes at all."""
+    return bool(recipe.checks) or bool(recipe.best)
+
+
+def check_recipe(r: Any) -> list[Problem]:
+    """Plan-time checks of `checks:` and `best:` beyond the schema: datasets, labels, candidates."""
+    from edgebuild.validate import did_you_mean
+
+    problems = []
+    for name in ("fidelity", "accuracy"):
+        cfg = r.checks.get(name)
+        if cfg is None:
+            continue
+        ds = cfg["data"]
+        where = r.doc.at(("checks", name, "data"))
+        if ds not in r.data:
+            hint = did_you_mean(ds, list(r.data)) or (f"datasets here: {', '.join(r.data)}" if r.data else "declare it under `data:`")
+            problems.append(Problem(f"checks.{name} uses dataset '{ds}', which is not declared under `data:`", where, hint))
+        elif name == "accuracy" and "labels" not in _arrays(r.data[ds]):
+            problems.append(Problem(f"checks.accuracy needs labels, but dataset '{ds}' has no 'labels' array", where,
+                                    "save the dataset with a `labels` array (one label per sample), or use `fidelity` instead"))
+    for t, by in r.best.items():
+        for i, sid in enumerate(r.ship[t]):
+            if sid in r.steps and r.steps[sid].kind.gives != ONNX:
+                problems.append(Problem(f"best: candidate '{sid}' gives a {r.steps[sid].kind.gives}, which edgebuild cannot "
+                                        "measure on this host", r.doc.at(r.ship_path(t, i)), "list only steps that give ONNX models"))
+    return problems
+
+
+def _arrays(path: Any) -> dict[str, Any]:
+    from edgebuild import datasets
+
+    try:
+        return datasets.inspect(path)
+    except Exception:
+        return {}
+
+
+def measure_params(r: Any, target: Any) -> dict[str, Any]:
+    """Parameters of the measurement node of one artifact on one target (what enters its cache key)."""
+    fid, acc, lat = r.checks.get("fidelity") or {}, r.checks.get("accuracy") or {}, r.checks.get("latency") or {}
+    import os
+
+    # never more threads than this host has cores: oversubscribed timings say nothing about the device
+    return {"threads": min(target.threads, os.cpu_count() or 1), "warmup": lat.get("warmup", 10), "runs": lat.get("runs", 100),
+            "fidelity_data": fid.get("data") or acc.get("data"), "fidelity_samples": fid.get("samples"),
+            "accuracy_data": acc.get("data")}
+
+
+@dataclass
+class Result:
+    check: str
+    value: float
+    limit: float
+    unit: str
+    passed: bool
+    what: str = ""            # e.g. "p95 latency", "argmax agreement"
+    op: str = "<="            # how value must compare with limit
+
+    def describe(self) -> str:
+        """'p95 latency 63.1 ms > 50 ms' for a failure, with <= / >= when it passed."""
+        bad = {"<=": ">", ">=": "<"}[self.op]
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.what} {self.value:g}{unit} {self.op if self.passed else bad} {self.limit:g}{unit}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "what": self.what, "value": self.value, "limit": self.limit, "unit": self.unit,
+                "op": self.op, "passed": self.passed}
+
+
+def evaluate(r: Any, target: Any, size_bytes: int, facts: dict[str, Any]) -> list[Result]:
+    """Compare one artifact's measurements with the recipe's checks and the target's budgets."""
+    budgets, c, out = target.data.get("budgets", {}), r.checks, []
+
+    def add(check: str, what: str, value: float, limit: float | None, unit: str = "", op: str = "<=") -> None:
+        if limit is not None:
+            ok = value <= limit if op == "<=" else value >= limit
+            out.append(Result(check, value, limit, unit, ok, what, op))
+
+    if "latency" in c:
+        add("latency", "p95 latency", facts["latency_ms"]["p95"], c["latency"].get("p95_ms", budgets.get("latency_p95_ms")), "ms")
+    if "size" in c:
+        add("size", "size", round(size_bytes / 1e6, 4), c["size"].get("max_mb", budgets.get("model_size_mb")), "MB")
+    if "memory" in c:
+        add("memory", "peak memory", facts["memory_mb"], c["memory"].get("max_mb", budgets.get("memory_mb")), "MB")
+    fid, cf = facts.get("fidelity", {}), c.get("fidelity") or {}
+    if "argmax_agreement" in fid:
+        add("fidelity", "argmax agreement", fid["argmax_agreement"], cf.get("min_agreement"), op=">=")
+    if fid:
+        add("fidelity", "cosine similarity", fid["cosine"], cf.get("min_cosine"), op=">=")
+        add("fidelity", "max abs error", fid["max_abs_error"], cf.get("max_abs_error"))
+    if "accuracy" in facts:
+        add("accuracy", "accuracy drop", facts["accuracy"]["drop"], (c.get("accuracy") or {}).get("max_drop"))
+    return out
+
+
+@dataclass
+class Verdict:
+    """What the checks said about one target: per artifact its measurements and results, and the selection."""
+
+    artifacts: dict[str, dict[str, Any]]        # step id -> {"host", "measurements", "results", "passed"}
+    failures: list[Problem]
+    selection: dict[str, Any] | None = None
+    ship: list[str] | None = None               # step ids to publish (None: all shipped ones)
+
+
+def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]:
+    """Evaluate the measurement nodes of every selected target; pick the best candidate where asked."""
+    r, out = plan.recipe, {}
+    if not wanted(r):
+        return {}
+    for t, shipped in plan.ship.items():
+        target, arts, failures = r.target(t), {}, []
+        for sid, nid in shipped:
+            mid = f"check:{sid}@{t}"
+            o = outcomes.get(mid)
+            if mid not in plan.nodes or o is None or o.status not in ("cached", "built"):
+                continue
+            facts = dict(o.info)
+            host = facts.pop("host", "unknown")
+            size = cache.meta(plan.nodes[nid].key)["files"]["model.onnx"]["size"]
+            results = evaluate(r, target, size, facts)
+            arts[sid] = {"host": host, "measurements": dict(facts, size_mb=round(size / 1e6, 4)),
+                         "results": [x.as_dict() for x in results], "passed": all(x.passed for x in results),
+                         "_failed": [x for x in results if not x.passed], "_size": size}
+        v = Verdict(arts, failures)
+        if t in r.best:
+            _select(r, t, v)
+        else:
+            for sid, a in arts.items():
+                for x in a["_failed"]:
+                    v.failures.append(Problem(f"{t}: {sid}: {x.describe()} (measured on host: {a['host']})",
+                                              r.doc.at(("checks", x.check), key=True), _hint(x)))
+        for a in arts.values():
+            a.pop("_failed"), a.pop("_size")
+        out[t] = v
+    return out
+
+
+def _select(r: Any, t: str, v: Verdict) -> None:
+    cands = [{"step": sid, "passed": a["passed"], "failures": [x.describe() for x in a["_failed"]],
+              "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"]} for sid, a in v.artifacts.items()]
+    chosen, records = select(r.best[t], cands)
+    v.selection = {"by": r.best[t], "chosen": chosen, "candidates": records}
+    v.ship = [chosen] if chosen else []
+    if chosen is None and cands:
+        lines = "; ".join(f"{c['step']}: {', '.join(c['failures'])}" for c in cands)
+        v.failures.append(Problem(f"{t}: no candidate passes every check ({lines})", r.doc.at(("ship", t, "best"), key=True),
+                                  "loosen a limit in `checks:`, or add a candidate (another quantization, or the FP32 model)"))
+
+
+def _hint(x: Result) -> str:
+    return {"latency": "measured on this host with the target's thread count; ship a faster variant (static INT8 for conv nets) "
+                       "or raise checks.latency.p95_ms",
+            "size": "ship a smaller variant (INT8, INT4) or raise checks.size.max_mb",
+            "memory": "ship a smaller variant or raise checks.memory.max_mb",
+            "fidelity": "this variant drifts from the FP32 reference: try quantize-static with more calibration samples, "
+                        "per_channel: true, or another method",
+            "accuracy": "this variant loses accuracy: try another quantization, or ship the FP32 model"}[x.check]
+
+
+def select(by: str, candidates: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Pick the best passing candidate by p95 latency or size; say for each why it lost.
+
+    Each candidate: {"step", "passed", "failures": [str], "latency": p95, "size": bytes}.
+    """
+    passing = [c for c in candidates if c["passed"]]
+    key = (lambda c: c["latency"]) if by == "latency" else (lambda c: c["size"])
+    best = min(passing, key=key) if passing else None
+    out = []
+    for c in candidates:
+        value = key(c)
+        if best is not None and c["step"] == best["step"]:
+            why = "chosen"
+        elif not c["passed"]:
+            why = "failed: " + "; ".join(c["failures"])
+        else:
+            assert best is not None
+            what = f"{value:.3g} ms vs {key(best):.3g} ms" if by == "latency" else f"{value} vs {key(best)} bytes"
+            why = f"{'slower' if by == 'latency' else 'larger'} than {best['step']} ({what})"
+        out.append({"step": c["step"], "passed": c["passed"], "value": value, "why": why})
+    return (best["step"] if best else None), out

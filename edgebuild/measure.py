@@ -1,0 +1,170 @@
+"""The measurement step behind `checks:`: latency, memory, fidelity and accuracy of one ONNX artifact.
+
+It is an internal step kind: the planner adds one per shipped (or candidate) ONNX artifact and target
+thread count, so measurements are cached like any step and a rerun does not re-measure. It runs
+alone (`exclusive`), in its own worker process, so timings are not disturbed by parallel steps.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from edgebuild.steps.base import ONNX, RunContext, StepKind
+
+MEASURE_REF = "edgebuild.measure:Measure"
+
+
+class Measure(StepKind):
+    name = "measure"
+    version = 1
+    summary = "Measure an ONNX artifact on this host: latency with the target's threads, peak memory, fidelity, accuracy."
+    params = {
+        "threads": {"type": "integer", "description": "intra-op threads (the target's cpu.threads)"},
+        "warmup": {"type": "integer", "default": 10, "description": "untimed runs first"},
+        "runs": {"type": "integer", "default": 100, "description": "least number of timed runs"},
+        "fidelity_data": {"type": ["string", "null"], "default": None, "description": "dataset to compare with the reference on"},
+        "fidelity_samples": {"type": ["integer", "null"], "default": None, "description": "at most this many samples"},
+        "accuracy_data": {"type": ["string", "null"], "default": None, "description": "dataset with labels"},
+    }
+    takes = (ONNX,)
+    gives = "measurements"
+    tools = ("onnxruntime", "numpy")
+    dataset_params = ("fidelity_data", "accuracy_data")
+    exclusive = True
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        import numpy as np
+        import onnxruntime as ort
+
+        from edgebuild import datasets
+
+        p = ctx.params
+        base_rss = _rss_mb()
+        sess = _session(ort, ctx.input_model, p["threads"])
+        names = [i.name for i in sess.get_inputs()]
+        first = p["fidelity_data"] or p["accuracy_data"]
+        feed = next(datasets.feeds(ctx.data[first], names, 1)) if first else _synthetic(sess, np)
+        facts: dict[str, Any] = {"host": host_cpu(), "latency_ms": _latency(sess, feed, p["warmup"], p["runs"], p["threads"])}
+        facts["memory_mb"] = round(max(_peak_rss_mb() - base_rss, 0.0), 1)
+        ctx.log.info("latency p50 %.3f ms p95 %.3f ms; peak memory +%.1f MB",
+                     facts["latency_ms"]["p50"], facts["latency_ms"]["p95"], facts["memory_mb"])
+        if first:
+            ref_path = ctx.refs["reference"] / "model.onnx" if "reference" in ctx.refs else Path(ctx.source["onnx"])
+            ref = _session(ort, ref_path, p["threads"])
+            limit = p["fidelity_samples"]
+            data_name = p["fidelity_data"] or first
+            cand_out, ref_out = _outputs(sess, ctx.data[data_name], names, limit), _outputs(ref, ctx.data[data_name], names, limit)
+            facts["fidelity"] = dict(data=data_name, **compare(ref_out, cand_out))
+            if p["accuracy_data"]:
+                facts["accuracy"] = _accuracy(sess, ref, ctx.data[p["accuracy_data"]], names, p["accuracy_data"])
+        return facts
+
+
+def _session(ort: Any, path: Path, threads: int) -> Any:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _synthetic(sess: Any, np: Any) -> dict[str, Any]:
+    """A seeded input per model input, symbolic dims set to 1, when the recipe gives no dataset."""
+    rng = np.random.default_rng(0)
+    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+             "tensor(bool)": np.bool_}
+    feed = {}
+    for i in sess.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        dtype = types.get(i.type, np.float32)
+        feed[i.name] = (rng.standard_normal(shape) if np.issubdtype(dtype, np.floating) else rng.integers(0, 2, shape)).astype(dtype)
+    return feed
+
+
+def _latency(sess: Any, feed: dict[str, Any], warmup: int, runs: int, threads: int) -> dict[str, Any]:
+    """Time single inferences until `runs` are taken and one second has passed (at most 20 x runs)."""
+    import numpy as np
+
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs or (time.perf_counter() - start < 1.0 and len(times) < runs * 20):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1000)
+    a = np.array(times)
+    q = {k: float(np.percentile(a, v)) for k, v in (("p50", 50), ("p95", 95), ("p99", 99))}
+    return {**{k: round(v, 4) for k, v in q.items()}, "mean": round(float(a.mean()), 4), "stdev": round(float(a.std()), 4),
+            "min": round(float(a.min()), 4), "max": round(float(a.max()), 4), "runs": len(times), "threads": threads}
+
+
+def _outputs(sess: Any, data: Path, names: list[str], limit: int | None) -> dict[str, Any]:
+    import numpy as np
+
+    from edgebuild import datasets
+
+    outs: dict[str, list[Any]] = {o.name: [] for o in sess.get_outputs()}
+    for feed in datasets.feeds(data, names, limit):
+        for o, v in zip(outs, sess.run(None, feed)):
+            outs[o].append(np.asarray(v, dtype=np.float64) if np.asarray(v).dtype != bool else np.asarray(v))
+    return {k: np.concatenate(v) if v and v[0].ndim else np.stack(v) for k, v in outs.items()}
+
+
+def compare(ref: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
+    """Argmax agreement (first output, last axis), max/mean abs error and cosine similarity over all outputs."""
+    import numpy as np
+
+    r = np.concatenate([np.ravel(ref[k]).astype(np.float64) for k in ref])
+    c = np.concatenate([np.ravel(cand[k]).astype(np.float64) for k in ref])
+    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+    out = {"samples": int(next(iter(ref.values())).shape[0]),
+           "max_abs_error": float(f"{float(np.max(np.abs(r - c))):.4g}"),
+           "mean_abs_error": float(f"{float(np.mean(np.abs(r - c))):.4g}"),
+           "cosine": round(float(r @ c) / denom, 6) if denom else (1.0 if np.allclose(r, c) else 0.0)}
+    first = next(iter(ref))
+    if ref[first].ndim >= 2 and ref[first].shape[-1] > 1:
+        out["argmax_agreement"] = round(float(np.mean(ref[first].argmax(-1) == cand[first].argmax(-1))), 6)
+    return out
+
+
+def _accuracy(sess: Any, ref: Any, data: Path, names: list[str], name: str) -> dict[str, Any]:
+    import numpy as np
+
+    from edgebuild import datasets
+
+    labels = np.asarray(datasets.load_labels(data)).reshape(-1)
+    acc = []
+    for s in (ref, sess):
+        first = _outputs(s, data, names, None)[s.get_outputs()[0].name]
+        pred = first.reshape(first.shape[0], -1).argmax(-1)
+        acc.append(float(np.mean(pred == labels[: len(pred)])))
+    return {"data": name, "reference": round(acc[0], 6), "candidate": round(acc[1], 6), "drop": round(acc[0] - acc[1], 6)}
+
+
+def host_cpu() -> str:
+    """The CPU model of this machine: measurements say where they were taken."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def _rss_mb() -> float:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3   # kB on Linux
