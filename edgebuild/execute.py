@@ -24,7 +24,7 @@ class Outcome:
     """What happened to one node."""
 
     node: str
-    status: str                   # "cached" | "built" | "failed" | "skipped"
+    status: str                   # "cached" | "built" | "failed" | "skipped" | "deferred"
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     message: str = ""
@@ -93,6 +93,8 @@ class Executor:
         return ready[:1] if ready and not running else []
 
     def _do(self, node: Node) -> Outcome:
+        if node.deferred:
+            return Outcome(node.id, "deferred", message=node.deferred)
         t0 = time.perf_counter()
         forced = node.step.id in self.force
         notes: list[str] = []
@@ -147,7 +149,7 @@ class Executor:
             "out_dir": str(out_dir), "ir_version": node.ir_version, "max_opset": node.max_opset,
             "target": node.target.data if node.target else None, "recipe_dir": str(r.dir), "result": str(result),
             "refs": {role: str(self.cache.entry(self.plan.nodes[nid].key)) for role, nid in node.refs.items()},
-            "kind_ref": node.kind_ref,
+            "kind_ref": node.kind_ref, "cache_dir": str(self.cache.root / "shared"),
         }
 
 

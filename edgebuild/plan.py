@@ -34,8 +34,9 @@ class Node:
     kind_ref: str | None = None                           # "module:Class" of an internal step kind (measurements)
     material: dict[str, Any] = field(default_factory=dict)
     key: str = ""
-    status: str = "run"            # "cached" | "run"
+    status: str = "run"            # "cached" | "run" | "deferred"
     reasons: list[str] = field(default_factory=list)
+    deferred: str | None = None    # why this host cannot build it (it must be built on a matching host)
 
 
 @dataclass
@@ -48,6 +49,10 @@ class Plan:
 
     def order(self) -> list[Node]:
         return list(self.nodes.values())
+
+    def command_for(self, target: str) -> str:
+        """The command that builds a target's deferred artifacts on a matching host."""
+        return f"edgebuild run {self.recipe.doc.file} --target {target}"
 
 
 @lru_cache(maxsize=None)
@@ -94,7 +99,18 @@ def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Pl
                                      recipe.doc.at(("steps", sid), key=True), "add it to `ship:` or remove it", "warning"))
     for n in plan.nodes.values():
         _key(recipe, n, plan.nodes, stats)
+    _defer(plan)
     return plan
+
+
+def _defer(plan: Plan) -> None:
+    """Mark nodes this host cannot build (and what depends on them) as deferred, with the reason."""
+    for n in plan.order():
+        up = plan.nodes[n.upstream] if n.upstream else None
+        if up is not None and up.deferred:
+            n.deferred = f"its input {up.id} is deferred ({up.deferred})"
+        elif n.target is not None:
+            n.deferred = n.step.kind().deferral(n.target)
 
 
 def _add_measurements(plan: Plan) -> None:

@@ -42,7 +42,7 @@ def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
         v = verdicts.get(tname)
         if v is not None and v.ship is not None:
             shipped = [(sid, nid) for sid, nid in shipped if sid in v.ship]
-        built = all(outcomes.get(nid) and outcomes[nid].status in ("cached", "built") for _, nid in shipped)
+        built = all(outcomes.get(nid) and outcomes[nid].status in ("cached", "built", "deferred") for _, nid in shipped)
         if not built or not shipped or (v is not None and v.failures):
             if tname in previous.get("targets", {}):
                 manifest["targets"][tname] = previous["targets"][tname]
@@ -58,7 +58,8 @@ def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
         manifest["targets"][tname] = entry
         for _, nid in shipped:
             for cid in _chain(plan, nid):
-                manifest["steps"][cid] = _step_entry(plan, cid, outcomes)
+                if not plan.nodes[cid].deferred:
+                    manifest["steps"][cid] = _step_entry(plan, cid, outcomes)
     manifest["steps"] = dict(sorted(manifest["steps"].items()))
     manifest["targets"] = dict(sorted(manifest["targets"].items()))
     _write_json(out / "manifest.json", manifest)
@@ -110,10 +111,14 @@ def _publish_target(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out:
                     tname: str, shipped: list[tuple[str, str]]) -> dict[str, Any]:
     stage = out / f".{tname}.staging-{uuid.uuid4().hex[:8]}"
     stage.mkdir()
-    artifacts = []
+    artifacts, deferred = [], []
     try:
         for sid, nid in shipped:
             node = plan.nodes[nid]
+            if node.deferred:
+                deferred.append({"step": sid, "format": node.step.kind.gives, "chain": _chain(plan, nid),
+                                 "reason": node.deferred, "command": plan.command_for(tname)})
+                continue
             entry = cache.entry(node.key)
             files = cache.meta(node.key)["files"]
             if node.step.kind.gives == ONNX:
@@ -127,11 +132,16 @@ def _publish_target(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out:
             chain = _chain(plan, nid)
             artifacts.append({"step": sid, "path": f"{tname}/{name}", "format": node.step.kind.gives,
                               "precision": _precision(plan, chain), "sha256": digest, "size": size, "chain": chain})
+            if not node.step.kind.reproducible:
+                artifacts[-1]["reproducible"] = False   # e.g. TensorRT engines: a rebuild gives other bytes
         _swap(stage, out / tname)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     t = plan.recipe.target(tname)
-    return {"profile": {"name": t.name, "sha256": t.fingerprint}, "artifacts": artifacts}
+    entry: dict[str, Any] = {"profile": {"name": t.name, "sha256": t.fingerprint}, "artifacts": artifacts}
+    if deferred:
+        entry["deferred"] = deferred
+    return entry
 
 
 def _tree_digest(files: dict[str, Any]) -> str:

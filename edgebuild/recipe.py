@@ -55,6 +55,19 @@ class Recipe:
         """Recipe path of the i-th step id shipped to a target (inside `best:` for a selection)."""
         return ("ship", target, "best", i) if target in self.best else ("ship", target, i)
 
+    def users(self, step_id: str) -> list[targets_mod.Target]:
+        """Targets that ship this step or a step built from it."""
+        out = []
+        for t in self.targets:
+            for sid in self.ship.get(t.name, []):
+                cur: str | None = sid
+                while cur is not None and cur != step_id:
+                    cur = self.steps[cur].source if cur in self.steps else None
+                if cur == step_id:
+                    out.append(t)
+                    break
+        return out
+
     def output_kind(self, step_id: str | None) -> str:
         return self.model_kind if step_id is None else self.steps[step_id].kind.gives
 
@@ -307,7 +320,7 @@ def _check_steps(r: Recipe) -> list[Problem]:
             problems += unknown
             continue
         input_kind = r.output_kind(s.source)
-        ctx = PlanContext(sid, s.params, r, input_kind, r.targets)
+        ctx = PlanContext(sid, s.params, r, input_kind, r.users(sid))
         s.kind().check(ctx)
         problems += ctx.problems
     return problems

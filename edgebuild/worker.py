@@ -50,6 +50,7 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
         out_dir=Path(job["out_dir"]), ir_version=job["ir_version"], max_opset=job["max_opset"],
         target=job["target"], recipe_dir=Path(job["recipe_dir"]), log=log,
         refs={k: Path(v) for k, v in job.get("refs", {}).items()},
+        cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None,
     )
     info = kind().run(ctx)
     return json.loads(json.dumps(info or {}, sort_keys=True))   # JSON-clean, deterministic order

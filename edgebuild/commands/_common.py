@@ -54,7 +54,9 @@ def load_plan(recipe_path: Path, cache_arg: Path | None, targets: list[str] | No
     history = read_history(cache.root, recipe_path).get("materials", {})
     for n in p.order():
         forced = force is not None and n.step.id in force
-        if cache.has(n.key) and not forced:
+        if n.deferred:
+            n.status, n.reasons = "deferred", [n.deferred]
+        elif cache.has(n.key) and not forced:
             n.status, n.reasons = "cached", []
         else:
             n.status = "run"

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _rows(plan: Any) -> list[dict[str, Any]]:
     return [{"node": n.id, "step": n.step.id, "use": n.step.use, "target": n.target.name if n.target else None,
-             "from": n.upstream, "key": n.key, "status": "cached" if n.status == "cached" else "will run",
+             "from": n.upstream, "key": n.key, "status": {"cached": "cached", "deferred": "deferred"}.get(n.status, "will run"),
              "reasons": n.reasons, "onnx_limits": n.material["onnx_limits"]} for n in plan.order()]
 
 
@@ -39,6 +39,8 @@ def _text(plan: Any) -> str:
         lines.append(f"  {r['status']:<9} {r['node']:<24} {r['use']:<18}{src}  key {r['key'][:12]}{why}")
     for t, items in plan.ship.items():
         lines.append(f"  ship {t}: {', '.join(nid for _, nid in items)}")
+        if any(plan.nodes[nid].deferred for _, nid in items):
+            lines.append(f"    deferred: build on a matching host with `{plan.command_for(t)}`")
     for w in plan.warnings:
         lines.append(f"  warning: {w.message}")
     return "\n".join(lines)
@@ -52,7 +54,7 @@ def _json(plan: Any) -> str:
 def _dot(plan: Any) -> str:
     lines = ["digraph edgebuild {", "  rankdir=LR;", '  model [shape=box, label="model"];']
     for r in _rows(plan):
-        color = "green" if r["status"] == "cached" else "orange"
+        color = {"cached": "green", "deferred": "gray"}.get(r["status"], "orange")
         lines.append(f'  "{r["node"]}" [label="{r["node"]}\\n{r["use"]}", color={color}];')
         lines.append(f'  "{r["from"] or "model"}" -> "{r["node"]}";')
     for t, items in plan.ship.items():

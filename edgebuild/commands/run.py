@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="rerun this step even if cached (repeatable)")
     p.add_argument("--keep-going", "-k", action="store_true", help="after a failure, build what does not depend on it")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of the table")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 1) when an artifact is deferred because this host cannot build it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,13 +35,15 @@ def run(args: argparse.Namespace) -> int:
     record = fastpath.record_path(root, args.recipe, args.out, args.target)
     if not args.force:
         rec = fastpath.up_to_date(record)
-        if rec is not None:
+        if rec is not None and not (args.strict and rec["summary"].get("deferred")):
             return _print_noop(rec, args.json, time.perf_counter() - t0)
     return _build(args, root, record, t0)
 
 
 def _print_noop(rec: dict[str, Any], as_json: bool, seconds: float) -> int:
     s = rec["summary"]
+    if not as_json:
+        _deferred_warnings(s.get("deferred", []))
     if as_json:
         print(json.dumps(dict(s, status="up to date", seconds=round(seconds, 4)), indent=2))
     else:
@@ -78,6 +82,11 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
                           [Problem(f"{len(failures)} step(s) and {len(failed_checks)} check(s) failed; targets that passed "
                                    f"were published to {out}; built steps and measurements stay cached", severity="note")])
     summary = _summary(plan, manifest, out)
+    _deferred_warnings(summary["deferred"])
+    if args.strict and summary["deferred"]:
+        raise BuildFailed([Problem(f"{d['target']}: {d['step']} ({d['format']}) is deferred: {d['reason']}",
+                                   plan.recipe.doc.at(("ship", d["target"]), key=True),
+                                   f"build it on a matching host: {d['command']}") for d in summary["deferred"]])
     fastpath.write(record, _record(plan, cache, outcomes, out, summary))
     if args.json:
         print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3)), indent=2))
@@ -106,9 +115,16 @@ def _failure(plan: Any, o: Any) -> Any:
 
 
 def _summary(plan: Any, manifest: dict[str, Any], out: Path) -> dict[str, Any]:
+    chosen = {t: v for t, v in manifest["targets"].items() if t in plan.selected}
     return {"name": plan.recipe.name, "manifest": os.path.relpath(out / "manifest.json"),
-            "artifacts": {t: [a["path"] for a in v["artifacts"]] for t, v in manifest["targets"].items()
-                          if t in plan.selected}}
+            "artifacts": {t: [a["path"] for a in v["artifacts"]] for t, v in chosen.items()},
+            "deferred": [dict(d, target=t) for t, v in chosen.items() for d in v.get("deferred", [])]}
+
+
+def _deferred_warnings(deferred: list[dict[str, Any]]) -> None:
+    for d in deferred:
+        print(f"warning: {d['target']}: {d['step']} ({d['format']}) was not built here: {d['reason']}\n"
+              f"  build it on a matching host with: {d['command']}", file=sys.stderr)
 
 
 def _write_history(plan: Any, cache: Any, outcomes: dict[str, Any], recipe: Path) -> None:

@@ -63,6 +63,7 @@ class RunContext:
     recipe_dir: Path
     log: logging.Logger
     refs: dict[str, Path] = field(default_factory=dict)  # extra inputs by role (e.g. "reference": an output folder)
+    cache_dir: Path | None = None    # <cache>/shared: state steps keep across builds (downloads, TensorRT timing caches)
 
     @property
     def input_model(self) -> Path:
@@ -95,6 +96,7 @@ class StepKind:
     target_specific: ClassVar[bool] = False
     dataset_params: ClassVar[tuple[str, ...]] = ()    # params that name a dataset from the recipe's `data:`
     exclusive: ClassVar[bool] = False                 # runs alone (nothing else in parallel): timing measurements
+    reproducible: ClassVar[bool] = True               # same inputs give the same bytes (TensorRT engines do not)
 
     @classmethod
     def schema(cls) -> dict[str, Any]:
@@ -115,6 +117,10 @@ class StepKind:
 
     def check(self, ctx: PlanContext) -> None:
         """Plan-time checks beyond the schema (cheap: no heavy imports, no model loading)."""
+
+    def deferral(self, target: Any) -> str | None:
+        """Why this host cannot run the step for `target` (the node is then deferred), or None when it can."""
+        return None
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         """Do the work; write outputs under ctx.out_dir; return deterministic facts for the manifest."""

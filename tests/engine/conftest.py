@@ -53,6 +53,9 @@ class Project:
         env = dict(os.environ, EDGEBUILD_STEP_MODULES="fakesteps", EDGEBUILD_TEST_RUNS=str(self.runs),
                    PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
         env.pop("EDGEBUILD_CACHE", None)
+        for k in ("EDGEBUILD_HOST_GPU", "EDGEBUILD_HOST_TENSORRT"):
+            if k not in os.environ:
+                env[k] = "none"   # never detect a real GPU: these tests are about routing
         p = subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=self.root, env=env,
                            capture_output=True, text=True, timeout=300)
         return Result(p.returncode, p.stdout, p.stderr)
