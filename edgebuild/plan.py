@@ -13,7 +13,7 @@ from edgebuild import __version__
 from edgebuild.digest import StatCache, sha256_json
 from edgebuild.errors import Problem, UserError
 from edgebuild.recipe import Recipe, StepSpec
-from edgebuild.steps.base import ONNX, PYTORCH
+from edgebuild.steps.base import ONNX, PYTORCH, TENSORRT, WEB
 from edgebuild.targets import Target
 
 SHARED_CODE = ("steps/_onnx.py", "datasets.py", "steps/base.py")   # run-time helpers every step uses
@@ -93,6 +93,12 @@ def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Pl
     for t in selected:
         plan.ship[t] = [(sid, f"{sid}@{t}" if specific[sid] else sid) for sid in recipe.ship.get(t, [])]
     _add_measurements(plan)
+    from edgebuild import compat
+
+    errors, warnings = compat.check(plan)
+    if errors:
+        raise UserError(errors)
+    plan.warnings += warnings
     unused = [sid for sid in recipe.steps if not any(sid in needs[t] for t in names)]
     for sid in unused:
         plan.warnings.append(Problem(f"step '{sid}' is not shipped to any target, nor used by a shipped step: it is not built",
@@ -173,12 +179,30 @@ def _topo(recipe: Recipe) -> list[str]:
     return order
 
 
+READER = {ONNX: ("onnxruntime", "onnxruntime-web"), TENSORRT: ("tensorrt",), WEB: ("onnxruntime-web",)}
+
+
+def readers(recipe: Recipe, sid: str, target: str) -> set[str]:
+    """Runtimes of a target that will read what this step writes: the runtime of every shipped artifact
+    built from it (an ONNX file read by ONNX Runtime, the ONNX inside an engine read by TensorRT's parser)."""
+    t = recipe.target(target)
+    out: set[str] = set()
+    for shipped in recipe.ship.get(target, []):
+        cur: str | None = shipped
+        while cur is not None and cur != sid:
+            cur = recipe.steps[cur].source
+        if cur == sid:
+            gives = recipe.steps[shipped].kind.gives
+            out.update(rt for rt in READER.get(gives, ()) if t.runtime(rt))
+    return out
+
+
 def _node(recipe: Recipe, sid: str, target: Target | None, users: list[str],
           specific: dict[str, bool], problems: list[Problem]) -> Node:
     step = recipe.steps[sid]
     ir, opset, why = 99, 999, ""
     for t in users:
-        t_ir, t_opset, t_why = recipe.target(t).onnx_limits()
+        t_ir, t_opset, t_why = recipe.target(t).onnx_limits(readers(recipe, sid, t))
         ir = min(ir, t_ir)
         if t_opset < opset:
             opset, why = t_opset, f"{t} ({t_why})"

@@ -40,10 +40,13 @@ class Target:
     def runtime(self, name: str) -> str | None:
         return self.data.get("runtimes", {}).get(name)
 
-    def onnx_limits(self) -> tuple[int, int, str]:
-        """(max IR version, max opset, the runtime that sets the opset limit) over this target's runtimes."""
+    def onnx_limits(self, runtimes: set[str] | None = None) -> tuple[int, int, str]:
+        """(max IR version, max opset, the runtime that sets the opset limit) over this target's runtimes
+        (only those in `runtimes` when given: the ones that will read the model)."""
         ir, opset, why = 99, 999, "no declared limit"
         for rt, version in sorted(self.data.get("runtimes", {}).items()):
+            if runtimes is not None and rt not in runtimes:
+                continue
             facts = runtime_facts(rt).get(version)
             if facts is None:
                 continue  # reported by validation when the profile is loaded
@@ -54,12 +57,15 @@ class Target:
 
 
 @lru_cache(maxsize=None)
-def runtime_facts(runtime: str) -> dict[str, dict[str, Any]]:
-    """Support facts per version of one runtime, from edgebuild/data/runtimes/<runtime>.yaml."""
+def runtime_file(runtime: str) -> dict[str, Any]:
+    """The support facts of one runtime, from edgebuild/data/runtimes/<runtime>.yaml ({} if unknown)."""
     path = RUNTIMES_DIR / f"{runtime}.yaml"
-    if not path.exists():
-        return {}
-    return {str(k): v for k, v in loader.load(path).data.get("versions", {}).items()}
+    return dict(loader.load(path).data) if path.exists() else {}
+
+
+def runtime_facts(runtime: str) -> dict[str, dict[str, Any]]:
+    """Limits per version ("MAJOR.MINOR" -> {max_ir, max_opset, ...}) of one runtime."""
+    return {str(k): v for k, v in runtime_file(runtime).get("versions", {}).items()}
 
 
 def available() -> list[str]:

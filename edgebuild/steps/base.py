@@ -111,6 +111,12 @@ class StepKind:
         return dict(sorted(out.items()))
 
     @classmethod
+    def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """Operators this step puts into its output ("Op", or "domain.Op"; "domain.*" for a whole domain),
+        which the runtime-compatibility check compares with what each target's runtime can load."""
+        return ()
+
+    @classmethod
     def output_precision(cls, params: dict[str, Any], input_precision: str) -> str:
         """The precision of what this step writes, given its parameters and its input's."""
         return cls.precision or input_precision

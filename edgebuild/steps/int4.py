@@ -33,6 +33,10 @@ class Int4(StepKind):
     precision = "int4"
     tools = ("onnx", "onnxruntime", "onnx_ir")
 
+    @classmethod
+    def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        return ("com.microsoft.MatMulNBits",)
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import logging
 

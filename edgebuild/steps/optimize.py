@@ -25,6 +25,10 @@ class Optimize(StepKind):
     }
     tools = ("onnx", "onnxruntime")
 
+    @classmethod
+    def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        return ("com.microsoft.*",) if params.get("level") == "extended" else ()
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import onnxruntime as ort
 

@@ -37,6 +37,10 @@ class QuantizeDynamic(StepKind):
     precision = "int8"
     tools = ("onnx", "onnxruntime")
 
+    @classmethod
+    def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        return ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from edgebuild.steps import _onnx
 

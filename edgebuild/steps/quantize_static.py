@@ -56,6 +56,12 @@ class QuantizeStatic(StepKind):
     tools = ("onnx", "onnxruntime")
     dataset_params = ("data",)
 
+    @classmethod
+    def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        if params.get("format") == "qoperator":
+            return ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
+        return ("QuantizeLinear", "DequantizeLinear")
+
     def check(self, ctx: PlanContext) -> None:
         p = ctx.params   # the dataset name itself is checked by the recipe stage for every dataset_params entry
         if p.get("activation_type") == "int8" and p.get("weight_type") == "uint8":
