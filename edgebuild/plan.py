@@ -160,7 +160,7 @@ def _needed(recipe: Recipe, shipped: list[str]) -> set[str]:
 
 def _target_specific(recipe: Recipe, sid: str) -> bool:
     s = recipe.steps[sid]
-    return s.kind.target_specific or (s.source is not None and _target_specific(recipe, s.source))
+    return s.kind.is_target_specific(s.params) or (s.source is not None and _target_specific(recipe, s.source))
 
 
 def _topo(recipe: Recipe) -> list[str]:
@@ -231,7 +231,7 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache) -
         "upstream": nodes[node.upstream].key if node.upstream else None,
         "onnx_limits": {"ir_version": node.ir_version, "max_opset": node.max_opset},
         "tools": {d: tool_version(d) for d in step.kind.tools},
-        "target": node.target.fingerprint if (node.target and step.kind.target_specific) else None,
+        "target": node.target.fingerprint if (node.target and step.kind.is_target_specific(step.params)) else None,
         "sources": {},
     }
     if node.refs:
@@ -242,10 +242,10 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache) -
         m["model_inputs"] = recipe.inputs
         m["sources"] = {role: stats.digest(p) for role, p in sorted(recipe.source_files.items())
                         if not role.startswith("data:")}
-    for p in step.kind.dataset_params:
-        ds = step.params.get(p)
-        if ds is not None:
-            m["sources"][f"data:{ds}"] = stats.digest(recipe.data[ds])
+    for ds in step.kind.datasets(step.params).values():
+        m["sources"][f"data:{ds}"] = stats.digest(recipe.data[ds])
+    for role, path in sorted(step.kind.source_files(step.params, recipe.dir).items()):
+        m["sources"][role] = stats.digest(path)
     node.material = m
     node.key = sha256_json(m)
 
@@ -297,6 +297,7 @@ def watched_files(plan: Plan) -> list[Path]:
     files += sorted(pkg.rglob("*.py")) + sorted((pkg / "schemas").glob("*.json"))
     files += sorted((pkg / "data").rglob("*.yaml"))
     files += sorted({Path(sys.modules[n.step.kind.__module__].__file__ or "") for n in plan.nodes.values()})
+    files += sorted({f for n in plan.nodes.values() for f in n.step.kind.source_files(n.step.params, r.dir).values()})
     for d in sorted({d for n in plan.nodes.values() for d in n.step.kind.tools}):
         meta = _metadata_file(d)
         if meta is not None:

@@ -310,12 +310,11 @@ def _check_steps(r: Recipe) -> list[Problem]:
     problems = []
     for sid, s in r.steps.items():
         unknown = []
-        for p in s.kind.dataset_params:
-            ds = s.params.get(p)
-            if ds is not None and ds not in r.data:
+        for path, ds in s.kind.datasets(s.params).items():
+            if ds not in r.data:
                 hint = validate.did_you_mean(ds, list(r.data)) or (f"datasets here: {', '.join(r.data)}" if r.data else "declare it under `data:`")
                 unknown.append(Problem(f"step '{sid}' uses dataset '{ds}', which is not declared under `data:`",
-                                       r.doc.at(("steps", sid, "with", p)), hint))
+                                       r.doc.at(("steps", sid, "with", *path)), hint))
         if unknown:  # the kind's own checks assume its datasets exist: they would report the same again
             problems += unknown
             continue

@@ -94,7 +94,7 @@ class StepKind:
     precision: ClassVar[str | None] = None            # precision of the output when fixed by the kind ("int8", "fp16"...)
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")  # distributions whose versions enter the cache key
     target_specific: ClassVar[bool] = False
-    dataset_params: ClassVar[tuple[str, ...]] = ()    # params that name a dataset from the recipe's `data:`
+    dataset_params: ClassVar[tuple[str, ...]] = ()    # params naming a dataset of the recipe's `data:` ("a" or "a.b")
     exclusive: ClassVar[bool] = False                 # runs alone (nothing else in parallel): timing measurements
     reproducible: ClassVar[bool] = True               # same inputs give the same bytes (TensorRT engines do not)
 
@@ -109,6 +109,29 @@ class StepKind:
         out = {k: spec["default"] for k, spec in cls.params.items() if "default" in spec}
         out.update(given)
         return dict(sorted(out.items()))
+
+    @classmethod
+    def datasets(cls, params: dict[str, Any]) -> dict[tuple[str, ...], str]:
+        """Datasets these parameters name: parameter path (e.g. ("accuracy", "data")) -> dataset name."""
+        out = {}
+        for dotted in cls.dataset_params:
+            value: Any = params
+            for part in dotted.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, str):
+                out[tuple(dotted.split("."))] = value
+        return out
+
+    @classmethod
+    def is_target_specific(cls, params: dict[str, Any]) -> bool:
+        """Whether this step, with these parameters, builds differently per target (one node per target)."""
+        return cls.target_specific
+
+    @classmethod
+    def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
+        """Files named in the parameters whose content changes the output (e.g. a user metric's .py):
+        role -> path; their digests enter the cache key."""
+        return {}
 
     @classmethod
     def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
