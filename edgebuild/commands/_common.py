@@ -49,6 +49,11 @@ def load_plan(recipe_path: Path, cache_arg: Path | None, targets: list[str] | No
             from edgebuild.validate import did_you_mean
             raise UserError(Problem(f"--target {t}: not a target of {recipe_path}", None,
                                     did_you_mean(t, names) or f"its targets: {', '.join(names)}"))
+    for f in sorted(force or ()):
+        if f not in r.steps:
+            from edgebuild.validate import did_you_mean
+            raise UserError(Problem(f"--force {f}: no step '{f}' in {recipe_path}", None,
+                                    did_you_mean(f, list(r.steps)) or f"its steps: {', '.join(r.steps)}"))
     cache = Cache(cache_root(cache_arg, recipe_path))
     p = plan_mod.build(r, cache.stats, targets)
     history = read_history(cache.root, recipe_path).get("materials", {})
