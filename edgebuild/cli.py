@@ -18,6 +18,8 @@ COMMANDS = {
     "targets": "list the hardware target profiles, or show one",
     "steps": "list step kinds with their parameters",
     "cache": "inspect or clean the build cache",
+    "report": "render a manifest as a self-contained HTML report (tables, budget charts, build graph)",
+    "serve": "serve a web bundle locally with the headers multi-threaded WebAssembly needs",
 }
 
 

@@ -80,26 +80,9 @@ def make(plan: Plan, quiet: bool = False) -> PlainReporter:
     return PlainReporter(quiet)
 
 
-def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-
-
-def print_summary(plan: Plan, outcomes: dict[str, Outcome], manifest: dict[str, Any], out: Path, seconds: float) -> None:
-    """A table per target of what was published, then one line of totals."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(stderr=False, highlight=False)
-    for tname in plan.selected:
-        entry = manifest["targets"].get(tname)
-        if not entry:
-            continue
-        t = Table(title=f"{tname}", title_justify="left", box=None)
-        for col in ("artifact", "format", "precision", "size", "sha256"):
-            t.add_column(col)
-        for a in entry["artifacts"]:
-            t.add_row(a["path"], a["format"], a["precision"], _size(a["size"]), a["sha256"][:12])
-        console.print(t)
-    counts = {s: sum(1 for o in outcomes.values() if o.status == s) for s in ("built", "cached")}
-    console.print(f"{plan.recipe.name}: {counts['built']} built, {counts['cached']} cached in {seconds:.1f}s; "
-                  f"manifest: {out / 'manifest.json'}")
+def print_totals(plan: Plan, outcomes: dict[str, Outcome], out: Path, seconds: float) -> None:
+    """One line: what was built and what came from the cache."""
+    counts = {s: sum(1 for o in outcomes.values() if o.status == s) for s in ("built", "cached", "deferred")}
+    deferred = f", {counts['deferred']} deferred" if counts["deferred"] else ""
+    print(f"{plan.recipe.name}: {counts['built']} built, {counts['cached']} cached{deferred} in {seconds:.1f}s; "
+          f"manifest: {out / 'manifest.json'}")

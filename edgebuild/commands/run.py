@@ -91,14 +91,15 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     if args.json:
         print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3)), indent=2))
     else:
-        progress.print_summary(plan, outcomes, manifest, out, time.perf_counter() - t0)
+        _print_table(manifest, plan, False)
+        progress.print_totals(plan, outcomes, out, time.perf_counter() - t0)
     return 0
 
 
 def _print_table(manifest: dict[str, Any], plan: Any, quiet: bool) -> None:
     if not quiet:
-        from edgebuild import progress
-        progress.print_summary(plan, {}, manifest, Path("."), 0.0)
+        from edgebuild import summary
+        summary.print_table(manifest, plan.selected)
 
 
 def _failure(plan: Any, o: Any) -> Any:
