@@ -62,7 +62,7 @@ def synthetic_plan(work: Path) -> list[tuple[str, str, str]]:
     """200 steps (chains of optimize / quantize / fp16 on a tiny ONNX model) shipped to 10 targets."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests" / "engine"))
-    from conftest import tiny_onnx
+    from enginekit import tiny_onnx
 
     tiny_onnx(work / "tiny.onnx", opset=13)
     kinds = ["optimize", "quantize-dynamic", "fp16", "optimize"]

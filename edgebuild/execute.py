@@ -140,7 +140,7 @@ class Executor:
     def _job(self, node: Node, out_dir: Path, result: Path) -> dict[str, Any]:
         r = self.plan.recipe
         src = {"onnx": str(r.model["onnx"])} if "onnx" in r.model else {"pytorch": {
-            "factory": _factory_ref(r.model["pytorch"]["factory"], r.dir),
+            "factory": r.model["pytorch"]["factory"],   # as written: relative to recipe_dir
             "weights": str(r.model["pytorch"]["weights"]) if r.model["pytorch"]["weights"] else None}}
         return {
             "use": node.step.use, "step_id": node.step.id, "params": node.step.params,
@@ -151,11 +151,6 @@ class Executor:
             "refs": {role: str(self.cache.entry(self.plan.nodes[nid].key)) for role, nid in node.refs.items()},
             "kind_ref": node.kind_ref, "cache_dir": str(self.cache.root / "shared"),
         }
-
-
-def _factory_ref(ref: str, base: Path) -> str:
-    target, _, attr = ref.rpartition(":")
-    return f"{(base / target).resolve()}:{attr}" if target.endswith(".py") else ref
 
 
 def _read_result(path: Path, rc: int) -> dict[str, Any]:

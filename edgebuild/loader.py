@@ -48,7 +48,8 @@ def load(path: str | Path, display: str | None = None) -> Document:
     except FileNotFoundError:
         raise UserError(Problem(f"file not found: {name}", hint="check the path; it is relative to where you run edgebuild"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(Problem(f"cannot read {name}: {exc}"))
+        raise UserError(Problem(f"cannot read {name}: {exc}", hint="save it as a UTF-8 text file"
+                                if isinstance(exc, UnicodeDecodeError) else None))
     return loads(text, name)
 
 
@@ -56,18 +57,37 @@ def loads(text: str, name: str) -> Document:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        loc = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
-        what = exc.problem or "invalid YAML"
-        if exc.context:
-            what = f"{exc.context}: {what}"
-        raise UserError(Problem(f"YAML syntax error: {what}", loc, "check indentation, colons and quotes on this line and the one above"))
+        raise UserError(_syntax_problem(exc, text, name)) from None
     doc = Document(name, None, {}, {})
     if node is None:
         doc.values[()] = Location(name, 1, 1)
         return doc
     doc.data = _convert(node, (), doc)
     return doc
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, name: str) -> Problem:
+    """A YAML syntax error where the parser noticed it, naming where the construct it was in began."""
+    mark = exc.problem_mark or exc.context_mark
+    loc = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
+    lines = text.splitlines()
+    char = ""
+    if mark and mark.line < len(lines) and mark.column < len(lines[mark.line]):
+        char = lines[mark.line][mark.column]
+    if char == "\t":
+        return Problem("YAML syntax error: a tab character where YAML expects indentation or a token", loc,
+                       "YAML indents with spaces only: replace the tab with spaces")
+    what = exc.problem or "invalid YAML"
+    hint = "check indentation, colons and quotes on this line and the one above"
+    if what == "found character that cannot start any token" and char:
+        what = f"found character {char!r} that cannot start any token"
+        hint = f"quote a value that starts with {char!r}: write it in single or double quotes"
+    ctx = exc.context_mark
+    if exc.context and ctx and mark and (ctx.line, ctx.column) != (mark.line, mark.column):
+        what += f" ({exc.context} that starts at line {ctx.line + 1}, column {ctx.column + 1})"
+        if ctx.line != mark.line:
+            hint = f"check lines {ctx.line + 1} to {mark.line + 1}: indentation, colons, quotes and closing brackets"
+    return Problem(f"YAML syntax error: {what}", loc, hint)
 
 
 def _loc(doc: Document, node: yaml.Node) -> Location:
@@ -88,10 +108,10 @@ def _mapping(node: yaml.MappingNode, path: Path_, doc: Document) -> dict[Any, An
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             raise UserError(Problem("a mapping key must be a plain value", _loc(doc, key_node)))
-        key = _scalar(key_node, doc)
-        if key_node.tag == "tag:yaml.org,2002:merge":
+        if key_node.tag == "tag:yaml.org,2002:merge":  # checked first: the scalar constructor rejects it unclearly
             raise UserError(Problem("YAML merge keys (<<) are not supported in recipes", _loc(doc, key_node),
                                     "write the keys out; recipes are read by people and diffed"))
+        key = _scalar(key_node, doc)
         if key in out:
             first = doc.keys[path + (key,)]
             raise UserError(Problem(f"duplicate key '{key}'", _loc(doc, key_node),
@@ -106,6 +126,7 @@ def _scalar(node: yaml.Node, doc: Document) -> Any:
     try:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:
-        raise UserError(Problem(f"invalid value: {exc.problem}", _loc(doc, node)))
+        raise UserError(Problem(f"invalid value: {exc.problem}", _loc(doc, node),
+                                "recipes take plain YAML values: remove the `!tag` before it, or quote the value"))
     finally:
         loader.dispose()

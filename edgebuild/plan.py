@@ -67,7 +67,7 @@ def tool_version(dist: str) -> str:
 def step_code_digest(step: StepSpec, stats: StatCache) -> str:
     files = [Path(sys.modules[step.kind.__module__].__file__ or "")]
     root = Path(__file__).resolve().parent
-    files += [root / f for f in SHARED_CODE]
+    files += [root / f for f in SHARED_CODE + step.kind.code_files]
     return sha256_json([stats.digest(f) for f in files])
 
 
@@ -294,7 +294,7 @@ def watched_files(plan: Plan) -> list[Path]:
     r = plan.recipe
     pkg = Path(__file__).resolve().parent
     files = [r.file] + [t.file for t in r.targets] + list(r.source_files.values())
-    files += sorted(pkg.rglob("*.py")) + sorted((pkg / "schemas").glob("*.json"))
+    files += sorted(pkg.rglob("*.py")) + sorted((pkg / "schemas").glob("*.json")) + sorted((pkg / "templates").glob("*"))
     files += sorted((pkg / "data").rglob("*.yaml"))
     files += sorted({Path(sys.modules[n.step.kind.__module__].__file__ or "") for n in plan.nodes.values()})
     files += sorted({f for n in plan.nodes.values() for f in n.step.kind.source_files(n.step.params, r.dir).values()})

@@ -23,7 +23,9 @@ def check_factory(ref: str, base: Path, where: Location) -> tuple[Path | None, l
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as exc:
-        return path, [Problem(f"factory file {target} has a Python syntax error at line {exc.lineno}: {exc.msg}", where)]
+        shown = (exc.text or "").strip()
+        return path, [Problem(f"factory file {target} has a Python syntax error at line {exc.lineno}: {exc.msg}", where,
+                              f"fix line {exc.lineno} of {target}" + (f": `{shown}`" if shown else ""))]
     names = _top_level_names(tree)
     head = attr.split(".")[0]
     if head not in names:
@@ -97,6 +99,24 @@ def _local_files(root: Path, here: Path, mod: tuple[int, str]) -> list[Path]:
     return out
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def is_lfs_pointer(path: Path) -> bool:
+    """Whether the file is a Git LFS pointer (a small text file checked out in place of the real one)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(LFS_POINTER)) == LFS_POINTER
+    except OSError:
+        return False
+
+
+def lfs_problem(what: str, path: Path, where: Location) -> Problem:
+    return Problem(f"{what} is a Git LFS pointer, not the file itself", where,
+                   f"fetch the real file with `git lfs pull` (Git LFS must be installed: `git lfs install`); {path.name} "
+                   "holds only the pointer text")
+
+
 def probe_onnx(path: Path) -> dict[str, Any]:
     """Inputs, opset, IR version and external data files of an ONNX model, read without its weights.
 
@@ -107,6 +127,8 @@ def probe_onnx(path: Path) -> dict[str, Any]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
+        if type(exc).__name__ == "DecodeError":  # its text varies with the protobuf build and says no more
+            raise ValueError("not a valid ONNX model (the file does not parse as an ONNX protobuf)") from None
         raise ValueError(f"not a valid ONNX model ({type(exc).__name__}: {str(exc)[:120] or 'cannot parse'})") from None
     if not model.graph.node and not model.graph.output:
         raise ValueError("not a valid ONNX model (the graph is empty)")
@@ -131,8 +153,11 @@ def check_dataset(name: str, path: Path, inputs: dict[str, dict[str, Any]], wher
     try:
         arrays = datasets.inspect(path)
     except FileNotFoundError:
-        return [Problem(f"dataset '{name}' not found: {path.name}", where, f"looked for {path}; paths are relative to the recipe")]
+        return [Problem(f"dataset '{name}' not found: {path.name}", where,
+                        f"looked for {path.resolve()}; paths are relative to the recipe")]
     except Exception as exc:
+        if is_lfs_pointer(path):
+            return [lfs_problem(f"dataset '{name}' ({path.name})", path, where)]
         return [Problem(f"dataset '{name}' is not a readable .npz file: {exc}", where,
                         "write it with numpy.savez(path, **{input_name: array, 'labels': labels})")]
     problems = []

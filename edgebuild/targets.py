@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -89,9 +90,12 @@ def load(ref: str, base: Path, where: Location | None = None) -> Target:
         if is_path(ref):
             raise UserError(Problem(f"target profile file not found: {ref}", where,
                                     f"looked for {path}; paths are relative to the recipe"))
-        hint = validate.did_you_mean(ref, available()) or f"known targets: {', '.join(available())}"
-        raise UserError(Problem(f"unknown target '{ref}'", where, hint + "; or give a path to your own profile file"))
-    doc = loader.load(path, display=str(path) if is_path(ref) else f"targets/{ref}.yaml")
+        close = validate.did_you_mean(ref, available())
+        hint = f"{close} Or give a path to your own profile file" if close else \
+            f"known targets: {', '.join(available())}; or give a path to your own profile file"
+        raise UserError(Problem(f"unknown target '{ref}'", where, hint))
+    shown = os.path.normpath(os.path.join(os.path.dirname(where.file), ref)) if (is_path(ref) and where) else str(path)
+    doc = loader.load(path, display=shown if is_path(ref) else f"targets/{ref}.yaml")
     problems = validate.check(doc, validate.schema("target")) if isinstance(doc.data, dict) else [
         Problem("a target profile must be a mapping", doc.at(()))]
     if not problems:

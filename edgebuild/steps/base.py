@@ -97,6 +97,8 @@ class StepKind:
     dataset_params: ClassVar[tuple[str, ...]] = ()    # params naming a dataset of the recipe's `data:` ("a" or "a.b")
     exclusive: ClassVar[bool] = False                 # runs alone (nothing else in parallel): timing measurements
     reproducible: ClassVar[bool] = True               # same inputs give the same bytes (TensorRT engines do not)
+    code_files: ClassVar[tuple[str, ...]] = ()        # files besides its module that shape its output (templates),
+                                                      # relative to the edgebuild package; they enter the key
 
     @classmethod
     def schema(cls) -> dict[str, Any]:

@@ -1,91 +1,13 @@
-"""A tiny project for engine tests: a real ONNX model, fake step kinds, and a CLI runner."""
+"""Fixtures of the engine tests; the helpers live in enginekit.py (a unique name: tests/steps has a conftest too)."""
 
 from __future__ import annotations
 
-import os
-import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parent.parent
-HERE = Path(__file__).resolve().parent
-
-
-def tiny_onnx(path: Path, opset: int = 17) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-class Project:
-    def __init__(self, root: Path):
-        self.root = root
-        self.runs = root / "runs.log"
-        tiny_onnx(root / "tiny.onnx")
-        (root / "cpu.yaml").write_text((HERE / "targets" / "test-cpu.yaml").read_text())
-        (root / "gpu.yaml").write_text((HERE / "targets" / "test-gpu.yaml").read_text())
-
-    def write(self, body: str, name: str = "recipe.yaml") -> Path:
-        path = self.root / name
-        path.write_text(textwrap.dedent(body).lstrip())
-        return path
-
-    def edgebuild(self, *args: str) -> Result:
-        """Run the CLI in a subprocess, from the project folder, like a user would."""
-        import subprocess
-
-        env = dict(os.environ, EDGEBUILD_STEP_MODULES="fakesteps", EDGEBUILD_TEST_RUNS=str(self.runs),
-                   PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
-        env.pop("EDGEBUILD_CACHE", None)
-        for k in ("EDGEBUILD_HOST_GPU", "EDGEBUILD_HOST_TENSORRT"):
-            if k not in os.environ:
-                env[k] = "none"   # never detect a real GPU: these tests are about routing
-        p = subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=self.root, env=env,
-                           capture_output=True, text=True, timeout=300)
-        return Result(p.returncode, p.stdout, p.stderr)
-
-    def ran(self) -> list[str]:
-        """Step ids that ran since the last call (and forget them)."""
-        if not self.runs.exists():
-            return []
-        lines = self.runs.read_text().split()
-        self.runs.unlink()
-        return sorted(lines)
+from enginekit import Project
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
-
-
-BASIC = """
-    edgebuild: 1
-    name: tiny
-    model:
-      onnx: tiny.onnx
-    targets: [cpu.yaml, gpu.yaml]
-    steps:
-      a: {use: fake-copy, with: {tag: A}}
-      b: {use: fake-copy, from: a, with: {tag: B}}
-      c: {use: fake-copy, with: {tag: C}}
-      p: {use: fake-per-target, from: a}
-    ship:
-      test-cpu: [b, p]
-      test-gpu: [c, p]
-"""

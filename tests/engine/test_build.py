@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import BASIC, TESTS, Project
+from enginekit import BASIC, TESTS, Project
 
 
 def first_error(stderr: str) -> str:
@@ -93,7 +93,7 @@ def test_changed_model_file_reruns_steps_that_take_it(project: Project) -> None:
     project.write(BASIC)
     assert project.edgebuild("run", "recipe.yaml").code == 0
     project.ran()
-    from conftest import tiny_onnx
+    from enginekit import tiny_onnx
     import onnx
     m = onnx.load(str(project.root / "tiny.onnx"))
     m.doc_string = "changed"

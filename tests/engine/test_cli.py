@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import BASIC, Project
+from enginekit import BASIC, Project
 
 
 def test_targets_lists_and_shows_profiles(project: Project) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Project, tiny_onnx
+from enginekit import Project, tiny_onnx
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Project
+from enginekit import Project
 
 RECIPE = """
     edgebuild: 1

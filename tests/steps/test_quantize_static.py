@@ -89,14 +89,11 @@ def _plan_ctx(params: dict, data: dict) -> PlanContext:
     return PlanContext("int8", QuantizeStatic.fill_defaults(params), recipe, "onnx", [])
 
 
-def test_check_reports_unknown_dataset_and_bad_type_combination() -> None:
+def test_check_reports_a_bad_type_combination() -> None:
+    # an undeclared dataset is reported by the recipe stage for every kind (tests/failing covers it)
     ctx = _plan_ctx({"data": "calib"}, {"calib": Path("calib.npz")})
     QuantizeStatic().check(ctx)
     assert ctx.problems == []
-    ctx = _plan_ctx({"data": "calbi"}, {"calib": Path("calib.npz")})
-    QuantizeStatic().check(ctx)
-    assert [p.message for p in ctx.problems] == [
-        "quantize-static calibrates on dataset 'calbi', which is not under `data:` (datasets: calib)"]
     ctx = _plan_ctx({"data": "calib", "activation_type": "int8", "weight_type": "uint8"}, {"calib": Path("c.npz")})
     QuantizeStatic().check(ctx)
     assert len(ctx.problems) == 1 and "uint8 weights" in ctx.problems[0].message
