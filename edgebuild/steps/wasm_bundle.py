@@ -69,6 +69,7 @@ class WasmBundle(StepKind):
     tools = ("onnx", "onnxruntime", "jinja2")
     target_specific = True              # the onnxruntime-web version and the thread count come from the target
     dataset_params = ("sample",)
+    code_files = ("templates/wasm-bundle.loader.mjs.j2", "templates/wasm-bundle.index.html.j2")
 
     def check(self, ctx: PlanContext) -> None:
         users = _targets_using(ctx)
@@ -87,6 +88,9 @@ class WasmBundle(StepKind):
         import numpy as np
 
         from edgebuild.steps import _onnx
+
+        with _onnx.keep_root_logging():
+            import onnxruntime
 
         if not ctx.target:
             raise StepError("wasm-bundle is target-specific but got no target profile")
@@ -121,6 +125,7 @@ class WasmBundle(StepKind):
             raise StepError(f"ONNX Runtime (Python) cannot run the model on the demo sample: "
                             f"{type(exc).__name__}: {str(exc).strip()[:400]}") from None
         expected = {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), got)}
+        reference = f"Python ONNX Runtime {onnxruntime.__version__} (CPU, 1 thread)"
 
         # 3. the runtime
         runtime = fetch_runtime(pinned, ctx.log)
@@ -128,9 +133,10 @@ class WasmBundle(StepKind):
             shutil.copyfile(runtime["dir"] / f, ctx.out_dir / f)
 
         # 4. loader, page, headers
-        files = render_bundle(ctx.out_dir, step_id=ctx.step_id, target=str(ctx.target.get("name", "")),
-                              ort_version=runtime["version"], inputs=inputs, outputs=outputs, threads=threads,
-                              warmup=warmup, runs=runs, sample=sample_info, feeds=feeds, expected=expected)
+        render_bundle(ctx.out_dir, step_id=ctx.step_id, target=str(ctx.target.get("name", "")),
+                      ort_version=runtime["version"], inputs=inputs, outputs=outputs, threads=threads,
+                      warmup=warmup, runs=runs, sample=sample_info, feeds=feeds, expected=expected,
+                      reference=reference)
 
         sizes = _sizes(ctx.out_dir, runtime["files"])
         total = sum(v["bytes"] for v in sizes.values())
@@ -323,13 +329,14 @@ def _b64(arr: Any, dtype: str) -> str:
 
 def render_bundle(out_dir: Path, *, step_id: str, target: str, ort_version: str, inputs: dict[str, Any],
                   outputs: dict[str, Any], threads: int, warmup: int, runs: int, sample: dict[str, Any],
-                  feeds: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+                  feeds: dict[str, Any], expected: dict[str, Any],
+                  reference: str = "Python ONNX Runtime") -> list[str]:
     """Write edgebuild-model.mjs, index.html and _headers into out_dir; return their names."""
     import jinja2
     import numpy as np
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parents[1] / "templates")),
-                             autoescape=lambda name: bool(name) and ".html" in name, keep_trailing_newline=True,
+                             autoescape=lambda name: ".html" in (name or ""), keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
     model_inputs = [{"name": n, "dtype": s["dtype"], "shape": s["fixed_shape"], "modelShape": s["shape"]}
                      for n, s in inputs.items()]
@@ -344,7 +351,7 @@ def render_bundle(out_dir: Path, *, step_id: str, target: str, ort_version: str,
               "warmup": warmup, "runs": runs, "seed": SAMPLE_SEED, "inputs": model_inputs, "outputs": model_outputs}
     (out_dir / LOADER).write_text(env.get_template("wasm-bundle.loader.mjs.j2").render(**common))
     (out_dir / "index.html").write_text(env.get_template("wasm-bundle.index.html.j2").render(
-        **common, sample=page_sample, expected=page_expected,
+        **common, sample=page_sample, expected=page_expected, reference=reference,
         sample_text=(f"dataset {sample['dataset']}, sample {sample['index']}" if sample["source"] == "dataset"
                      else f"seeded pseudo-random input (makeSample({sample['seed']}))")))
     (out_dir / "_headers").write_text(HEADERS_FILE)
