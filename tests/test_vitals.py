@@ -18,7 +18,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("vitals")
     r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(ROOT / "recipes" / "vitals.yaml"),
                         "--cache", str(work / "cache"), "--out", str(work / "dist")],
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none"))
     assert r.returncode == 0, r.stderr
     return work
 
@@ -31,9 +32,11 @@ def test_manifest_matches_its_schema_and_the_files(built: Path) -> None:
     dist = built / "dist" / "vitals"
     m = json.loads((dist / "manifest.json").read_text())
     jsonschema.validate(m, json.loads((ROOT / "schemas" / "manifest.schema.json").read_text()))
-    assert set(m["targets"]) == {"raspberry-pi-5", "jetson-orin-nano", "x86-64"}
+    assert set(m["targets"]) == {"raspberry-pi-5", "jetson-orin-nano", "x86-64", "browser-wasm"}
     for t in m["targets"].values():
         for a in t["artifacts"]:
+            if a["format"] != "onnx":
+                continue
             data = (dist / a["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == a["sha256"] and len(data) == a["size"]
     assert m["steps"]["fp32"]["facts"]["max_abs_diff"] <= 1e-4
@@ -81,3 +84,33 @@ def test_no_op_rerun_builds_nothing_and_imports_no_heavy_library(built: Path) ->
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "recipes" / "vitals.yaml"), str(built / "cache"),
                         str(built / "dist")], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert "up to date" in r.stdout and "HEAVY [] 0" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.browser
+def test_the_vitals_web_bundle_runs_in_chromium(built: Path) -> None:
+    import shutil
+
+    from browser_kit import HAVE_CHROMIUM, Chromium, Served
+
+    bundle = built / "dist" / "vitals" / "browser-wasm" / "web"
+    if not bundle.is_dir():
+        pytest.skip("the web bundle was not built (npm or its registry unreachable)")
+    if not HAVE_CHROMIUM or shutil.which("npm") is None:
+        pytest.skip("needs /usr/bin/chromium")
+    served, chromium = Served(bundle), Chromium()
+    try:
+        r = chromium.result(served.url + "index.html", timeout=90)
+    finally:
+        chromium.close()
+        served.stop()
+    assert r["ok"] is True and r["crossOriginIsolated"] is True, r
+    assert r["max_abs_diff_all"] <= 2e-2          # QDQ INT8 in the browser vs Python ONNX Runtime
+    assert r["ortVersion"].startswith("1.30.") and r["ms"] > 0
+    assert chromium.console == [] or all(not c.startswith("exception") for c in chromium.console)
+
+
+def test_the_jetson_engine_is_deferred_with_the_command_to_build_it(built: Path) -> None:
+    m = json.loads((built / "dist" / "vitals" / "manifest.json").read_text())
+    d = m["targets"]["jetson-orin-nano"]["deferred"]
+    assert [x["step"] for x in d] == ["engine"] and "needs sm_87 with TensorRT 10.3" in d[0]["reason"]
+    assert d[0]["command"].endswith("vitals.yaml --target jetson-orin-nano")
