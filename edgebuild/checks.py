@@ -125,7 +125,9 @@ def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]
     if not wanted(r):
         return {}
     for t, shipped in plan.ship.items():
-        target, arts, failures = r.target(t), {}, []
+        target = r.target(t)
+        arts: dict[str, dict[str, Any]] = {}
+        failures: list[Problem] = []
         for sid, nid in shipped:
             mid = f"check:{sid}@{t}"
             o = outcomes.get(mid)

@@ -26,10 +26,11 @@ def check(plan: Any) -> tuple[list[Problem], list[Problem]]:
             where = r.doc.at(r.ship_path(t, i))
             chain = _chain(plan, nid)
             runtime = _runtime_for(target, r.steps[sid].kind.gives)
-            ops = _ops_feeding(plan, chain, runtime)
-            for op, why in _missing(runtime, target.runtime(runtime[0]) if runtime else None, ops):
-                errors.append(Problem(f"{t}: {sid} would contain {op} ({why}), which {runtime[0]} "
-                                      f"{target.runtime(runtime[0])} cannot load", where, _suggest(op, runtime[0])))
+            if runtime is not None:
+                version = target.runtime(runtime)
+                for op, why in _missing(runtime, version, _ops_feeding(chain)):
+                    errors.append(Problem(f"{t}: {sid} would contain {op} ({why}), which {runtime} {version} cannot load",
+                                          where, _suggest(op, runtime)))
             prec = _precision(plan, chain)
             slow = target.data.get("precisions", {}).get("slow", [])
             if prec in slow:
@@ -49,18 +50,17 @@ def _chain(plan: Any, nid: str) -> list[Any]:
     return out[::-1]
 
 
-def _runtime_for(target: Any, gives: str) -> tuple[str, int] | None:
-    """The runtime that loads an artifact of this kind on the target: (name, index into the chain)."""
+def _runtime_for(target: Any, gives: str) -> str | None:
+    """The runtime that loads an artifact of this kind on the target."""
     if gives == TENSORRT:
-        return ("tensorrt", 0)
+        return "tensorrt"
     if gives in (ONNX, WEB):
         order = ("onnxruntime-web", "onnxruntime") if gives == WEB else ("onnxruntime", "onnxruntime-web")
-        name = next((rt for rt in order if target.runtime(rt)), None)
-        return (name, 0) if name else None
+        return next((rt for rt in order if target.runtime(rt)), None)
     return None
 
 
-def _ops_feeding(plan: Any, chain: list[Any], runtime: tuple[str, int] | None) -> list[str]:
+def _ops_feeding(chain: list[Any]) -> list[str]:
     """Operators the ONNX model this runtime reads will contain: those emitted along the chain
     (for an engine or a bundle, the chain up to the step that packs the ONNX model)."""
     nodes = chain[:-1] if chain[-1].step.kind.gives != ONNX else chain
@@ -70,12 +70,12 @@ def _ops_feeding(plan: Any, chain: list[Any], runtime: tuple[str, int] | None) -
     return ops
 
 
-def _missing(runtime: tuple[str, int] | None, version: str | None, ops: list[str]) -> list[tuple[str, str]]:
+def _missing(runtime: str, version: str | None, ops: list[str]) -> list[tuple[str, str]]:
     from edgebuild.targets import runtime_file
 
-    if runtime is None or version is None or not ops:
+    if version is None or not ops:
         return []
-    facts = runtime_file(runtime[0])
+    facts = runtime_file(runtime)
     out = []
     unsupported = facts.get("unsupported_ops") or {}
     since = facts.get("ops_since") or {}
@@ -84,7 +84,7 @@ def _missing(runtime: tuple[str, int] | None, version: str | None, ops: list[str
         if op in unsupported or (domain and domain in unsupported):
             out.append((op, unsupported.get(op) or unsupported[domain]))
         elif op in since and _v(version) < _v(since[op]):
-            out.append((op, f"added in {runtime[0]} {since[op]}"))
+            out.append((op, f"added in {runtime} {since[op]}"))
     return out
 
 

@@ -85,7 +85,8 @@ def _header(plan: Plan, out: Path, stats: StatCache) -> dict[str, Any]:
 
 
 def _chain(plan: Plan, node_id: str) -> list[str]:
-    chain, cur = [], node_id
+    chain: list[str] = []
+    cur: str | None = node_id
     while cur is not None:
         chain.append(cur)
         cur = plan.nodes[cur].upstream
@@ -138,10 +139,10 @@ def _publish_target(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     t = plan.recipe.target(tname)
-    entry: dict[str, Any] = {"profile": {"name": t.name, "sha256": t.fingerprint}, "artifacts": artifacts}
+    published: dict[str, Any] = {"profile": {"name": t.name, "sha256": t.fingerprint}, "artifacts": artifacts}
     if deferred:
-        entry["deferred"] = deferred
-    return entry
+        published["deferred"] = deferred
+    return published
 
 
 def _tree_digest(files: dict[str, Any]) -> str:
