@@ -262,13 +262,19 @@ def _check_sources(r: Recipe) -> list[Problem]:
                 problems.append(sources.lfs_problem(f"weights file {shown}", w, w_at))
             else:
                 r.source_files["weights"] = w
+        for n, spec in (doc.data["model"].get("inputs") or {}).items():
+            if isinstance(spec, dict) and "value" in spec:
+                problems.append(Problem(f"model.inputs.{n}.value fixes an input of a pytorch model; only an ONNX model's "
+                                        "inputs can be fixed", doc.at(("model", "inputs", n, "value"), key=True),
+                                        "give the value in the factory (e.g. a default argument), or build from the exported ONNX model"))
         if not r.inputs:
             problems.append(Problem("a pytorch model needs `inputs:` (name, shape and dtype of each input)",
                                     doc.at(("model",), key=True), "add e.g. `inputs: {x: {shape: [batch, 3, 224, 224], dtype: float32}}`"))
     if problems:
         return problems
     for name, path in r.data.items():
-        probs = sources.check_dataset(name, path, r.inputs, doc.at(("data", name)))
+        fed = {k: v for k, v in r.inputs.items() if "value" not in v}   # inputs fixed by `value` are not fed
+        probs = sources.check_dataset(name, path, fed, doc.at(("data", name)))
         problems += probs
         if not probs:
             r.source_files[f"data:{name}"] = path
@@ -290,16 +296,61 @@ def _check_onnx_source(r: Recipe) -> list[Problem]:
     r.source_files["model"] = path
     for ext in facts["external"]:
         r.source_files[f"model-data:{ext}"] = path.parent / ext
-    problems = []
-    if not r.inputs:
-        r.inputs = facts["inputs"]
-    else:
-        for name in r.inputs:
-            if name not in facts["inputs"]:
-                problems.append(Problem(f"model.inputs names '{name}', which is not an input of the ONNX model "
-                                        f"(its inputs: {', '.join(facts['inputs'])})", r.doc.at(("model", "inputs", name), key=True),
-                                        validate.did_you_mean(name, list(facts["inputs"]))
-                                        or "name the model's inputs as the graph does, or leave out `inputs:` to read them from it"))
+    # model.inputs of an ONNX model overrides what the graph declares, input by input; inputs it leaves out
+    # keep the graph's declaration. Rules:
+    # - dims may differ from the graph's (a wrong fixed dim, a fixed dim made symbolic): the worker rewrites
+    #   the graph's declaration (edgebuild.steps._source), and output dims are re-inferred;
+    # - the rank may not: an input declared with rank R is read by ops that expect rank R, so another rank is
+    #   almost surely a typo. Only an input declared without any shape (unknown rank) takes any rank;
+    # - the dtype is the graph's: when given it must match (edgebuild does not insert casts); when left out it
+    #   is taken from the graph, not defaulted to float32;
+    # - `value` fixes an input to a constant: it needs fixed dims holding exactly the value's elements, and
+    #   numbers of the input's dtype. The entry stays in r.inputs (with its value: the worker needs it, and it
+    #   enters the cache key); what edgebuild feeds from datasets is the entries without `value`.
+    from edgebuild.steps import _source
+
+    problems: list[Problem] = []
+    declared = facts["inputs"]
+    given = (r.doc.data.get("model") or {}).get("inputs") or {}
+    if not given:
+        r.inputs = declared
+        return problems
+    names = ", ".join(declared) or "none"
+    merged: dict[str, dict[str, Any]] = {}
+    for name, spec in given.items():
+        at = ("model", "inputs", name)
+        if name not in declared:
+            fixing = isinstance(spec, dict) and "value" in spec
+            what = f"model.inputs.{name}.value fixes '{name}'" if fixing else f"model.inputs names '{name}'"
+            problems.append(Problem(f"{what}, which is not an input of the ONNX model (its inputs: {names})",
+                                    r.doc.at(at, key=True),
+                                    validate.did_you_mean(name, list(declared))
+                                    or "name the model's inputs as the graph does, or leave out `inputs:` to read them from it"))
+            continue
+        graph = declared[name]
+        shape = list(spec["shape"])
+        if len(shape) != len(graph["shape"]) and (graph["shape"] or _source.declares_shape(path, name)):
+            shown = "[" + ", ".join(str(d) for d in graph["shape"]) + "]"
+            problems.append(Problem(f"model.inputs.{name}.shape has rank {len(shape)}, but the ONNX model declares '{name}' "
+                                    f"with rank {len(graph['shape'])}: {shown}", r.doc.at(at + ("shape",)),
+                                    f"override the dims, not the rank (a name makes a dim symbolic, e.g. "
+                                    f"[{', '.join(['n'] + [str(d) for d in graph['shape'][1:]])}]); the graph's ops "
+                                    f"expect rank {len(graph['shape'])}"))
+        dtype = graph["dtype"]
+        if "dtype" in spec and spec["dtype"] != dtype:
+            problems.append(Problem(f"model.inputs.{name}.dtype is {spec['dtype']}, but the ONNX model's input '{name}' "
+                                    f"takes {dtype}", r.doc.at(at + ("dtype",)),
+                                    f"write `dtype: {dtype}` or leave it out (edgebuild does not change an input's element type)"))
+        entry: dict[str, Any] = {"shape": shape, "dtype": dtype}
+        if "value" in spec:
+            why = _source.value_problem(spec["value"], shape, dtype)
+            if why:
+                problems.append(Problem(f"model.inputs.{name}.value {why}", r.doc.at(at + ("value",)),
+                                        "give a number for a single-element input, or nested lists that fill `shape`"))
+            entry["value"] = spec["value"]
+        merged[name] = entry
+    if not problems:
+        r.inputs = {n: merged.get(n, declared[n]) for n in declared}   # graph order; unlisted inputs as declared
     return problems
 
 

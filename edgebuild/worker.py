@@ -42,10 +42,23 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
     from edgebuild.steps.base import RunContext
 
     kind = _kind(job) if job.get("kind_ref") else kinds()[job["use"]]
+    source, inputs, normalized = job["source"], job["inputs"], None
+    if "onnx" in source and inputs and (job["input_dir"] is None or job.get("kind_ref")):
+        # The recipe's ONNX model as model.inputs describes it (fixed inputs made constants, the If they
+        # decide inlined, declared dims overridden), written into this step's scratch folder. Internal
+        # kinds with an upstream get it too: a measurement compares with ctx.source as the reference.
+        from edgebuild.steps import _source
+
+        scratch = Path(job["out_dir"]).parent / "source.onnx"
+        normalized = _source.normalize(source["onnx"], inputs, scratch)
+        if normalized is not None:
+            log.info("the recipe's model normalized to model.inputs: %s", json.dumps(normalized, sort_keys=True))
+            source = {**source, "onnx": str(scratch)}
+        inputs = {k: v for k, v in inputs.items() if "value" not in v}   # fixed inputs are no longer fed
     ctx = RunContext(
         step_id=job["step_id"], params=job["params"],
         input_dir=Path(job["input_dir"]) if job["input_dir"] else None,
-        source=job["source"], inputs=job["inputs"],
+        source=source, inputs=inputs,
         data={k: Path(v) for k, v in job["data"].items()},
         out_dir=Path(job["out_dir"]), ir_version=job["ir_version"], max_opset=job["max_opset"],
         target=job["target"], recipe_dir=Path(job["recipe_dir"]), log=log,
@@ -53,6 +66,8 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
         cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None,
     )
     info = kind().run(ctx)
+    if normalized and job["input_dir"] is None:   # this step's input is the normalized recipe model: say what changed
+        info = {**(info or {}), "source": normalized}
     return json.loads(json.dumps(info or {}, sort_keys=True))   # JSON-clean, deterministic order
 
 
