@@ -3,6 +3,14 @@
 Uses onnxruntime.quantization.quantize_dynamic. ONNX Runtime's dynamic quantizer does not handle
 Gemm, so Gemm nodes with constant weights (PyTorch Linear layers on 2-D inputs) are first rewritten
 as MatMul + Add; their weights are then quantized like any MatMul.
+
+Around that call (edgebuild/steps/_quantize.py has the details): `preprocess` turns Constant nodes
+into initializers and folds constant subgraphs first (ONNX Runtime only quantizes initializer
+weights: otherwise it quantizes nothing, or quantizes the weights again at every run); an output
+with no integer weight is an error; `auto` types follow the target's CPU; `accuracy:` searches
+per-channel weights and nodes kept in float until a metric goal is met, and requires the result to
+be faster than FP32 with the target's threads (dynamic int8 convolutions usually are not: use
+quantize-static for conv nets).
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgebuild.steps.base import RunContext, StepError, StepKind
+from edgebuild.steps import _quantize
+from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind
 
 # onnxruntime.quantization.registry.IntegerOpsRegistry (ORT 1.32), plus Gemm (rewritten as MatMul).
 DYNAMIC_OPS = ["Attention", "Conv", "EmbedLayerNormalization", "Gather", "Gemm", "LSTM", "MatMul", "Transpose"]
@@ -19,27 +28,47 @@ DYNAMIC_OPS = ["Attention", "Conv", "EmbedLayerNormalization", "Gather", "Gemm",
 
 class QuantizeDynamic(StepKind):
     name = "quantize-dynamic"
-    version = 1
+    version = 2
     summary = "Quantize weights to int8 ahead of time and activations at run time (no calibration data needed)."
     params = {
-        "weight_type": {"enum": ["int8", "uint8"], "default": "int8",
-                        "description": "Integer type of the quantized weights."},
+        "weight_type": {"enum": ["int8", "uint8", "auto"], "default": "int8",
+                        "description": "Integer type of the quantized weights (activations are uint8 at run time). "
+                                       "`auto`: from the target's CPU (int8 on every CPU edgebuild knows)."},
         "per_channel": {"type": "boolean", "default": False,
-                        "description": "Quantize weights per output channel (more accurate, slightly larger)."},
+                        "description": "Quantize weights per output channel (more accurate, slightly larger); with "
+                                       "`accuracy:`, per-channel weights are tried too when the goal is missed."},
         "op_types": {"type": ["array", "null"], "items": {"enum": DYNAMIC_OPS}, "minItems": 1, "uniqueItems": True,
                      "default": None,
                      "description": "Op types to quantize; unset: every op type ONNX Runtime quantizes dynamically, "
                                     f"plus Gemm ({', '.join(DYNAMIC_OPS)}). Gemm with constant weights is rewritten "
                                     "as MatMul + Add first (ONNX Runtime's dynamic quantizer skips Gemm)."},
-        "reduce_range": {"type": "boolean", "default": False,
-                         "description": "Quantize weights to 7 bits: can avoid saturation on x86 CPUs without VNNI."},
+        "reduce_range": {"enum": [False, True, "auto"], "default": False,
+                         "description": "Quantize weights to 7 bits: avoids saturation on x86 CPUs with AVX2/AVX-512 "
+                                        "but without VNNI. `auto`: on exactly those targets."},
+        "preprocess": {"type": "boolean", "default": True,
+                       "description": "Before quantizing, turn Constant nodes into initializers, fold constant "
+                                      "subgraphs and infer shapes, so weights exported as constants are quantized too."},
+        "accuracy": _quantize.accuracy_schema("per-channel weights and nodes kept in float"),
     }
     precision = "int8"
     tools = ("onnx", "onnxruntime")
+    dataset_params = ("accuracy.data",)
+    code_files = ("steps/_quantize.py", "metrics.py")
 
     @classmethod
     def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
         return ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
+
+    @classmethod
+    def is_target_specific(cls, params: dict[str, Any]) -> bool:
+        return _quantize.uses_auto(params, ("weight_type", "reduce_range")) or bool(params.get("accuracy"))
+
+    @classmethod
+    def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
+        return _quantize.metric_source_files(params, recipe_dir)
+
+    def check(self, ctx: PlanContext) -> None:
+        _quantize.check_accuracy(ctx)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from edgebuild.steps import _onnx
@@ -50,6 +79,10 @@ class QuantizeDynamic(StepKind):
         p = ctx.params
         model = _onnx.load(ctx.input_model)
         size_before = _onnx.file_size(ctx.input_model)
+        types = _quantize.resolve_types(p, ctx.target, dynamic=True)
+        pre: dict[str, Any] | None = None
+        if p["preprocess"]:
+            model, pre = _quantize.preprocess(model, ctx.log)
         op_types = sorted(p["op_types"]) if p.get("op_types") else sorted(DYNAMIC_OPS)
         converted = 0
         if "Gemm" in op_types:
@@ -57,38 +90,67 @@ class QuantizeDynamic(StepKind):
             if converted:
                 ctx.log.info("rewrote %d Gemm node(s) with constant weights as MatMul + Add", converted)
             op_types = sorted(set(op_types) - {"Gemm"} | {"MatMul"})
-        ctx.log.info("quantizing %s weights to %s (per_channel=%s, reduce_range=%s)", ", ".join(op_types),
-                     p["weight_type"], p["per_channel"], p["reduce_range"])
+        _quantize.name_nodes(model)
+        ctx.log.info("quantizing %s weights to %s (per_channel=%s, reduce_range=%s; %s)", ", ".join(op_types),
+                     types.weight_type, types.per_channel, types.reduce_range, types.reason)
+        wtype = QuantType.QInt8 if types.weight_type == "int8" else QuantType.QUInt8
+
         with tempfile.TemporaryDirectory(prefix="edgebuild-qdyn-") as tmp:
             src, dst = Path(tmp) / "input.onnx", Path(tmp) / "quantized.onnx"
             src.write_bytes(model.SerializeToString(deterministic=True))
-            try:
-                with _onnx.quiet_quantizer_logs():
-                    quantize_dynamic(str(src), str(dst), op_types_to_quantize=op_types,
-                                     per_channel=bool(p["per_channel"]), reduce_range=bool(p["reduce_range"]),
-                                     weight_type=QuantType.QInt8 if p["weight_type"] == "int8" else QuantType.QUInt8)
-            except Exception as exc:
-                raise StepError(f"ONNX Runtime's dynamic quantizer failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
-            out = _onnx.load(dst)
+
+            def build(_method: str | None, per_channel: bool, excluded: tuple[str, ...]) -> Any:
+                """The quantized model, or None when no weight was quantized."""
+                try:
+                    with _onnx.quiet_quantizer_logs():
+                        quantize_dynamic(str(src), str(dst), op_types_to_quantize=op_types,
+                                         per_channel=bool(per_channel), reduce_range=types.reduce_range,
+                                         weight_type=wtype, nodes_to_exclude=sorted(excluded))
+                except Exception as exc:
+                    raise StepError(f"ONNX Runtime's dynamic quantizer failed: {type(exc).__name__}: {str(exc).strip()[:400]}",
+                                    hint="try `preprocess: true`, or limit `op_types`") from None
+                out = _onnx.load(dst)
+                return out if _quantize.quantized_nodes(out) else None
+
+            def why_nothing() -> str:
+                return f"{_quantize.nothing_quantized(model, op_types)}, so nothing was quantized"
+
+            accuracy: dict[str, Any] | None = None
+            per_channel_used = types.per_channel
+            excluded: tuple[str, ...] = ()
+            if p.get("accuracy"):
+                goal = _quantize.Goal.from_params(p["accuracy"])
+                configs: list[tuple[str | None, bool]] = [(None, types.per_channel), (None, not types.per_channel)]
+                candidates = [nd.name for nd in model.graph.node if nd.op_type in op_types]
+
+                def ranking(quantized: Any) -> list[list[str]]:
+                    feeds = _quantize.sensitivity_feeds(Path(ctx.data[goal.data]), model)
+                    return _quantize.rank_units(model, quantized, candidates, feeds, [], ctx.log)
+
+                search = _quantize.AccuracySearch(ctx, goal, ctx.input_model, build, configs, (), ranking, why_nothing)
+                chosen, accuracy = search.run()
+                out, per_channel_used, excluded = chosen.model, chosen.per_channel, chosen.excluded
+            else:
+                out = build(None, types.per_channel, ())
+                if out is None:
+                    raise StepError(f"no node was quantized: {why_nothing()}",
+                                    hint="dynamic quantization helps models dominated by MatMul/Gemm/Conv/LSTM weights; "
+                                         "check `op_types`, and keep `preprocess: true` for weights exported as Constant nodes",
+                                    recipe_path=("steps", ctx.step_id, "with", "op_types") if p.get("op_types") else None)
         ops = _onnx.count_ops(out)
-        if _int8_weights(out) <= _int8_weights(model):
-            raise StepError(f"nothing was quantized: the model has no {', '.join(op_types)} node with constant weights",
-                            hint="dynamic quantization helps models dominated by MatMul/Gemm/Conv/LSTM weights; "
-                                 "check `op_types`",
-                            recipe_path=("steps", ctx.step_id, "with", "op_types") if p.get("op_types") else None)
+        quantized = _quantize.quantized_nodes(out)
         size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
         _onnx.check_loads(ctx.output_model, "quantized",
                           hint="try `weight_type: uint8`, or limit `op_types` to MatMul")
-        ctx.log.info("size %d -> %d bytes; ops: %s", size_before, size_after,
+        ctx.log.info("size %d -> %d bytes; %d node(s) with int8 weights; ops: %s", size_before, size_after, len(quantized),
                      ", ".join(f"{k} x{v}" for k, v in ops.items()))
-        return {"ops": ops, "gemm_rewritten": converted, "size_before": size_before, "size_after": size_after}
-
-
-def _int8_weights(model: Any) -> int:
-    """Number of uint8/int8 initializers (quantized weights), subgraphs included."""
-    from edgebuild.steps import _onnx
-
-    return sum(1 for t in _onnx.iter_initializers(model) if t.data_type in (2, 3))
+        facts: dict[str, Any] = {
+            "ops": ops, "gemm_rewritten": converted, "size_before": size_before, "size_after": size_after,
+            "types": types.facts(), "per_channel": per_channel_used, "preprocess": pre if pre is not None else False,
+            "quantized_nodes": len(quantized), "fp32_nodes": list(excluded)}
+        if accuracy is not None:
+            facts["accuracy"] = accuracy
+        return facts
 
 
 KIND = QuantizeDynamic

@@ -6,6 +6,17 @@ then go to onnxruntime.quantization.quantize_static through its calibration cach
 also how the histogram methods get settings quantize_static does not pass on (entropy bins).
 The list of op types is passed sorted: ONNX Runtime's own default is built from a set, whose
 order changes with PYTHONHASHSEED.
+
+Around that call (edgebuild/steps/_quantize.py has the details):
+- `preprocess`: Constant nodes become initializers, constant subgraphs are folded, shapes inferred;
+- `auto` types follow the target's CPU (U8S8 on x86-64, S8S8 on Arm64, ...), so the step is built
+  once per target;
+- range-mixing nodes (a Concat of box coordinates and class scores) stay in float, with the output
+  head after them;
+- an output with no quantized weight is an error, not the input model in disguise;
+- `accuracy:` measures a metric against the FP32 model on a dataset and searches calibration
+  methods, per-channel weights and nodes kept in float until the goal is met, then requires the
+  result to be faster than FP32 with the target's threads.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from edgebuild.steps import _quantize
 from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind
 
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -28,11 +40,13 @@ _CALIBRATOR_OPTIONS: dict[str, dict[str, Any]] = {
     "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": True},
 }
 CHUNK = 16   # samples per calibration pass
+# Calibration methods the accuracy search tries after the step's own, in this order.
+_SEARCH_METHODS = ("percentile", "entropy", "minmax")
 
 
 class QuantizeStatic(StepKind):
     name = "quantize-static"
-    version = 1
+    version = 2
     summary = "Quantize weights and activations to int8, calibrating activation ranges on a dataset."
     params = {
         "data": {"type": "string", "description": "Recipe dataset (under `data:`) to calibrate on."},
@@ -40,21 +54,37 @@ class QuantizeStatic(StepKind):
                     "description": "Calibrate on the first N samples of the dataset (all of them when it has fewer)."},
         "method": {"enum": ["minmax", "entropy", "percentile"], "default": "minmax",
                    "description": "How activation ranges are chosen: `minmax` (observed min/max), `entropy` "
-                                  "(KL-divergence threshold) or `percentile` (99.999th percentile of |x|)."},
+                                  "(KL-divergence threshold) or `percentile` (99.999th percentile of |x|). With "
+                                  "`accuracy:`, the other methods are tried too when this one misses the goal."},
         "format": {"enum": ["qdq", "qoperator"], "default": "qdq",
                    "description": "`qdq`: QuantizeLinear/DequantizeLinear pairs around float ops (portable; runtimes fuse "
                                   "them); `qoperator`: integer ops (QLinearConv, QLinearMatMul...)."},
-        "per_channel": {"type": "boolean", "default": False,
-                        "description": "Quantize weights per output channel (more accurate for convolutions)."},
-        "activation_type": {"enum": ["uint8", "int8"], "default": "uint8",
-                            "description": "Integer type of quantized activations."},
-        "weight_type": {"enum": ["int8", "uint8"], "default": "int8",
-                        "description": "Integer type of quantized weights."},
+        "per_channel": {"enum": ["auto", True, False], "default": "auto",
+                        "description": "Quantize weights per output channel (more accurate for convolutions). `auto`: "
+                                       "as the target's int8 kernels favour (per channel on every CPU edgebuild knows)."},
+        "activation_type": {"enum": ["auto", "uint8", "int8"], "default": "auto",
+                            "description": "Integer type of quantized activations. `auto`: from the target's CPU: uint8 "
+                                           "on x86-64 (its fast kernels are U8S8; int8 activations have no fast x86 "
+                                           "kernel), on WebAssembly and 32-bit Arm; int8 on Arm64 (SDOT/SMMLA S8S8 "
+                                           "kernels). On x86-64 without VNNI, `auto` also quantizes weights to 7 bits "
+                                           "(reduce_range) against VPMADDUBSW saturation."},
+        "weight_type": {"enum": ["auto", "int8", "uint8"], "default": "int8",
+                        "description": "Integer type of quantized weights. `auto`: from the target's CPU (int8 on every "
+                                       "CPU edgebuild knows)."},
+        "preprocess": {"type": "boolean", "default": True,
+                       "description": "Before quantizing, turn Constant nodes into initializers, fold constant "
+                                      "subgraphs and infer shapes, so weights exported as constants are quantized too."},
+        "range_mixing": {"type": ["number", "null"], "exclusiveMinimum": 1, "default": _quantize.RATIO,
+                         "description": "Keep in float a Concat (or Where) whose inputs' calibrated ranges differ by more "
+                                        "than this factor, and the output head after it (box coordinates next to class "
+                                        "scores: one 8-bit scale rounds every score to 0). null: quantize them too."},
+        "accuracy": _quantize.accuracy_schema("calibration methods, per-channel weights and nodes kept in float"),
     }
     required = ("data",)
     precision = "int8"
     tools = ("onnx", "onnxruntime")
-    dataset_params = ("data",)
+    dataset_params = ("data", "accuracy.data")
+    code_files = ("steps/_quantize.py", "metrics.py")
 
     @classmethod
     def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
@@ -62,11 +92,25 @@ class QuantizeStatic(StepKind):
             return ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
         return ("QuantizeLinear", "DequantizeLinear")
 
+    @classmethod
+    def is_target_specific(cls, params: dict[str, Any]) -> bool:
+        return _quantize.uses_auto(params, ("activation_type", "weight_type", "per_channel")) or bool(params.get("accuracy"))
+
+    @classmethod
+    def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
+        return _quantize.metric_source_files(params, recipe_dir)
+
     def check(self, ctx: PlanContext) -> None:
         p = ctx.params   # the dataset name itself is checked by the recipe stage for every dataset_params entry
-        if p.get("activation_type") == "int8" and p.get("weight_type") == "uint8":
-            ctx.error("int8 activations with uint8 weights is not a combination ONNX Runtime quantizes",
-                      param="weight_type", hint="use `weight_type: int8`, or `activation_type: uint8`")
+        if p.get("weight_type") == "uint8":
+            auto = p.get("activation_type") == "auto"
+            acts = ([_quantize.auto_types(getattr(t, "data", None)).activation_type for t in ctx.targets]
+                    if auto else [p.get("activation_type")])
+            if "int8" in acts:
+                ctx.error("int8 activations with uint8 weights is not a combination ONNX Runtime quantizes"
+                          + (" (`activation_type: auto` is int8 on an Arm64 target)" if auto else ""),
+                          param="weight_type", hint="use `weight_type: int8`, or `activation_type: uint8`")
+        _quantize.check_accuracy(ctx)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from edgebuild import datasets
@@ -97,55 +141,119 @@ class QuantizeStatic(StepKind):
         n = min(int(p["samples"]), available)
         if n == 0:
             raise StepError(f"dataset '{name}' holds no samples", recipe_path=("data", name))
-        ctx.log.info("calibrating on %d of %d sample(s) of dataset '%s' with %s", n, available, name, p["method"])
 
-        method = getattr(CalibrationMethod, _METHODS[p["method"]])
-        fmt = QuantFormat.QDQ if p["format"] == "qdq" else QuantFormat.QOperator
+        types = _quantize.resolve_types(p, ctx.target)
+        if types.activation_type == "int8" and types.weight_type == "uint8":
+            raise StepError("int8 activations with uint8 weights is not a combination ONNX Runtime quantizes",
+                            hint="use `weight_type: int8`, or `activation_type: uint8`",
+                            recipe_path=("steps", ctx.step_id, "with", "weight_type"))
+        ctx.log.info("types: activations %s, weights %s, per_channel=%s, reduce_range=%s (%s)", types.activation_type,
+                     types.weight_type, types.per_channel, types.reduce_range, types.reason)
+        pre: dict[str, Any] | None = None
+        if p["preprocess"]:
+            model, pre = _quantize.preprocess(model, ctx.log)
+        _quantize.name_nodes(model)
+        specs = _onnx.graph_inputs(model)
         ops = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+        fmt = QuantFormat.QDQ if p["format"] == "qdq" else QuantFormat.QOperator
+        qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+
         with tempfile.TemporaryDirectory(prefix="edgebuild-qstatic-") as tmp:
-            src, dst, cache = Path(tmp) / "input.onnx", Path(tmp) / "quantized.onnx", Path(tmp) / "ranges.json"
+            src, dst = Path(tmp) / "input.onnx", Path(tmp) / "quantized.onnx"
             src.write_bytes(model.SerializeToString(deterministic=True))
-            printed = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(printed), _onnx.quiet_quantizer_logs():   # calibrators print progress
-                    ranges = _calibrate(src, Path(tmp) / "augmented.onnx", ops, method, p["method"],
-                                        _cast(datasets.feeds(path, inputs, limit=n), _onnx.graph_inputs(model)))
-                    save_tensors_data(ranges, cache)
-                    quantize_static(
-                        str(src), str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
-                        quant_format=fmt, op_types_to_quantize=ops, per_channel=bool(p["per_channel"]),
-                        reduce_range=False, calibrate_method=method,
-                        activation_type=QuantType.QUInt8 if p["activation_type"] == "uint8" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8 if p["weight_type"] == "int8" else QuantType.QUInt8)
-            except StepError:
-                raise
-            except Exception as exc:
-                raise StepError(f"ONNX Runtime's static quantizer failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
-            finally:
-                for line in printed.getvalue().splitlines():
-                    if line.strip():
-                        ctx.log.debug("calibrator: %s", line.strip())
-            out = _onnx.load(dst)
+            caches: dict[str, tuple[Path, Any]] = {}
+
+            def calibrated(method_name: str) -> tuple[Path, Any]:
+                """(calibration cache file, ranges) for a method, calibrating once per method."""
+                if method_name not in caches:
+                    ctx.log.info("calibrating on %d of %d sample(s) of dataset '%s' with %s", n, available, name, method_name)
+                    cache = Path(tmp) / f"ranges-{method_name}.json"
+                    printed = io.StringIO()
+                    try:
+                        with contextlib.redirect_stdout(printed), _onnx.quiet_quantizer_logs():   # calibrators print progress
+                            ranges = _calibrate(src, Path(tmp) / f"augmented-{method_name}.onnx", ops,
+                                                getattr(CalibrationMethod, _METHODS[method_name]), method_name,
+                                                _quantize.cast_feeds(datasets.feeds(path, inputs, limit=n), specs))
+                            save_tensors_data(ranges, cache)
+                    except StepError:
+                        raise
+                    except Exception as exc:
+                        raise StepError(f"ONNX Runtime's calibrator failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
+                    finally:
+                        for line in printed.getvalue().splitlines():
+                            if line.strip():
+                                ctx.log.debug("calibrator: %s", line.strip())
+                    caches[method_name] = (cache, ranges)
+                return caches[method_name]
+
+            def build(method_name: str | None, per_channel: bool, excluded: tuple[str, ...]) -> Any:
+                """The quantized model with these settings, or None when no weight was quantized."""
+                method_name = method_name or p["method"]
+                cache, _ranges = calibrated(method_name)
+                try:
+                    with _onnx.quiet_quantizer_logs():
+                        quantize_static(
+                            str(src), str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
+                            quant_format=fmt, op_types_to_quantize=ops, per_channel=bool(per_channel),
+                            reduce_range=types.reduce_range, calibrate_method=getattr(CalibrationMethod, _METHODS[method_name]),
+                            activation_type=qtype[types.activation_type], weight_type=qtype[types.weight_type],
+                            nodes_to_exclude=sorted(excluded))
+                except Exception as exc:
+                    raise StepError(f"ONNX Runtime's static quantizer failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
+                out = _onnx.load(dst)
+                return out if _quantize.quantized_nodes(out) else None
+
+            spans = _quantize.tensor_spans(model, calibrated(p["method"])[1])
+            mixing = _quantize.range_mixing(model, spans, p["range_mixing"] or _quantize.RATIO)
+            base_excluded = tuple(sorted({m for g in mixing for m in g["keep_fp32"]})) if p["range_mixing"] else ()
+            for g in mixing:
+                what = ("; kept in float: " + ", ".join(g["keep_fp32"]) if p["range_mixing"] and g["keep_fp32"]
+                        else "; a layer with weights reads it: left to the quantizer" if not g["head"] else "")
+                ctx.log.info("range mixing: %s joins tensors whose ranges differ %gx (%s)%s", g["node"], g["ratio"],
+                             ", ".join(f"{v:g}" for v in g["input_ranges"]), what)
+
+            def why_nothing() -> str:
+                return _quantize.nothing_quantized(model, ops, base_excluded)
+
+            accuracy: dict[str, Any] | None = None
+            method_used, per_channel_used, excluded = p["method"], types.per_channel, base_excluded
+            if p.get("accuracy"):
+                # the step's own settings, the other per-channel setting, then the other calibration methods
+                # (per channel: more accurate for convolutions whatever the method)
+                configs: list[tuple[str | None, bool]] = [(p["method"], types.per_channel), (p["method"], not types.per_channel)]
+                configs += [(m, True) for m in _SEARCH_METHODS if m != p["method"]]
+                calib_feeds = _quantize.sensitivity_feeds(path, model)
+                candidates = [nd.name for nd in model.graph.node if nd.op_type in ops]
+
+                def ranking(quantized: Any) -> list[list[str]]:
+                    return _quantize.rank_units(model, quantized, candidates, calib_feeds, mixing, ctx.log)
+
+                search = _quantize.AccuracySearch(ctx, _quantize.Goal.from_params(p["accuracy"]), ctx.input_model,
+                                                  build, configs, base_excluded, ranking, why_nothing)
+                chosen, accuracy = search.run()
+                out = chosen.model
+                method_used, per_channel_used, excluded = chosen.method or p["method"], chosen.per_channel, chosen.excluded
+            else:
+                out = build(p["method"], types.per_channel, base_excluded)
+                if out is None:
+                    raise StepError(f"no node was quantized: {why_nothing()}",
+                                    hint="static quantization targets Conv, MatMul, Gemm and friends with constant "
+                                         "weights; keep `preprocess: true` for weights exported as Constant nodes")
         size_before = _onnx.file_size(ctx.input_model)
         counts = _onnx.count_ops(out)
-        if not any(k in counts for k in _onnx.INT8_OPS):
-            raise StepError("nothing was quantized: the model has no op ONNX Runtime quantizes statically",
-                            hint="static quantization targets Conv, MatMul, Gemm and friends")
+        quantized = _quantize.quantized_nodes(out)
         size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
         _onnx.check_loads(ctx.output_model, "quantized")
-        ctx.log.info("size %d -> %d bytes; ops: %s", size_before, size_after, ", ".join(f"{k} x{v}" for k, v in counts.items()))
-        return {"samples": n, "method": p["method"], "format": p["format"], "ops": counts,
-                "size_before": size_before, "size_after": size_after}
-
-
-def _cast(feeds: Iterator[dict[str, Any]], specs: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Float samples in the model's float input type (e.g. float16 inputs after an fp16 step)."""
-    for feed in feeds:
-        out = {}
-        for k, v in feed.items():
-            want = specs.get(k, {}).get("dtype", "")
-            out[k] = v.astype(want) if want.startswith("float") and v.dtype.kind == "f" and v.dtype.name != want else v
-        yield out
+        ctx.log.info("size %d -> %d bytes; %d node(s) with int8 weights; ops: %s", size_before, size_after,
+                     len(quantized), ", ".join(f"{k} x{v}" for k, v in counts.items()))
+        facts: dict[str, Any] = {
+            "samples": n, "method": method_used, "format": p["format"], "per_channel": per_channel_used,
+            "types": types.facts(), "preprocess": pre if pre is not None else False,
+            "quantized_nodes": len(quantized), "range_mixing": mixing, "fp32_nodes": list(excluded),
+            "ops": counts, "size_before": size_before, "size_after": size_after}
+        if accuracy is not None:
+            facts["accuracy"] = accuracy
+        return facts
 
 
 def _calibrate(model: Path, augmented: Path, ops: list[str], method: Any, name: str, feeds: Iterator[dict[str, Any]]) -> Any:
