@@ -34,6 +34,12 @@ def check_recipe(r: Any) -> list[Problem]:
         elif name == "accuracy" and "labels" not in _arrays(r.data[ds]):
             problems.append(Problem(f"checks.accuracy needs labels, but dataset '{ds}' has no 'labels' array", where,
                                     "save the dataset with a `labels` array (one label per sample), or use `fidelity` instead"))
+    fid = r.checks.get("fidelity") or {}
+    if "metric" in fid or "min" in fid or "max" in fid:
+        from edgebuild import metrics
+
+        for message, key, hint in metrics.goal_problems(fid, r.dir):
+            problems.append(Problem(f"checks.fidelity: {message}", r.doc.at(("checks", "fidelity", key)), hint))
     for t, by in r.best.items():
         for i, sid in enumerate(r.ship[t]):
             if sid in r.steps and r.steps[sid].kind.gives != ONNX:
@@ -59,7 +65,7 @@ def measure_params(r: Any, target: Any) -> dict[str, Any]:
     # never more threads than this host has cores: oversubscribed timings say nothing about the device
     return {"threads": min(target.threads, os.cpu_count() or 1), "warmup": lat.get("warmup", 10), "runs": lat.get("runs", 100),
             "fidelity_data": fid.get("data") or acc.get("data"), "fidelity_samples": fid.get("samples"),
-            "accuracy_data": acc.get("data")}
+            "fidelity_metric": fid.get("metric"), "accuracy_data": acc.get("data")}
 
 
 @dataclass
@@ -104,6 +110,9 @@ def evaluate(r: Any, target: Any, size_bytes: int, facts: dict[str, Any]) -> lis
     if fid:
         add("fidelity", "cosine similarity", fid["cosine"], cf.get("min_cosine"), op=">=")
         add("fidelity", "max abs error", fid["max_abs_error"], cf.get("max_abs_error"))
+    if "metric" in fid and "metric" in cf:
+        key, limit = ("min", cf["min"]) if "min" in cf else ("max", cf.get("max"))
+        add("fidelity", fid["metric"]["spec"], fid["metric"]["value"], limit, op=">=" if key == "min" else "<=")
     if "accuracy" in facts:
         add("accuracy", "accuracy drop", facts["accuracy"]["drop"], (c.get("accuracy") or {}).get("max_drop"))
     return out

@@ -28,12 +28,21 @@ class Measure(StepKind):
         "runs": {"type": "integer", "default": 100, "description": "least number of timed runs"},
         "fidelity_data": {"type": ["string", "null"], "default": None, "description": "dataset to compare with the reference on"},
         "fidelity_samples": {"type": ["integer", "null"], "default": None, "description": "at most this many samples"},
+        "fidelity_metric": {"type": ["string", "null"], "default": None, "description": "a task metric (edgebuild.metrics)"},
         "accuracy_data": {"type": ["string", "null"], "default": None, "description": "dataset with labels"},
     }
     takes = (ONNX,)
     gives = "measurements"
     tools = ("onnxruntime", "numpy")
     dataset_params = ("fidelity_data", "accuracy_data")
+    code_files = ("metrics.py",)
+
+    @classmethod
+    def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
+        from edgebuild import metrics
+
+        f = metrics.user_file(params["fidelity_metric"], recipe_dir) if params.get("fidelity_metric") else None
+        return {"metric": f} if f is not None else {}
     exclusive = True
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
@@ -59,9 +68,24 @@ class Measure(StepKind):
             data_name = p["fidelity_data"] or first
             cand_out, ref_out = _outputs(sess, ctx.data[data_name], names, limit), _outputs(ref, ctx.data[data_name], names, limit)
             facts["fidelity"] = dict(data=data_name, **compare(ref_out, cand_out))
+            if p["fidelity_metric"]:
+                facts["fidelity"]["metric"] = _metric(p["fidelity_metric"], ref_out, cand_out, ctx.data[data_name],
+                                                      limit, ctx.recipe_dir)
             if p["accuracy_data"]:
                 facts["accuracy"] = _accuracy(sess, ref, ctx.data[p["accuracy_data"]], names, p["accuracy_data"])
         return facts
+
+
+def _metric(spec: str, ref: dict[str, Any], cand: dict[str, Any], data_file: Path, limit: int | None,
+            recipe_dir: Path) -> dict[str, Any]:
+    """The value of a task metric (edgebuild.metrics) on the outputs, with the dataset's arrays at hand."""
+    import numpy as np
+
+    from edgebuild import metrics
+
+    with np.load(data_file) as z:
+        data = {k: z[k][:limit] if limit else z[k] for k in z.files}
+    return {"spec": spec, "value": round(float(metrics.evaluate(spec, ref, cand, data, recipe_dir)), 6)}
 
 
 def _session(ort: Any, path: Path, threads: int) -> Any:

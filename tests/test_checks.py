@@ -1,0 +1,126 @@
+"""checks: and best: on a small real model: measurements, failures with their numbers, task metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mlp(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((32, 64)).astype(np.float32), rng.standard_normal((64, 4)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(path))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    mlp(tmp_path / "mlp.onnx")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 32)).astype(np.float32)
+    import onnxruntime as ort
+    y = ort.InferenceSession(str(tmp_path / "mlp.onnx")).run(None, {"x": x})[0]
+    np.savez(tmp_path / "eval.npz", x=x, labels=y.argmax(1).astype(np.int64))
+    np.savez(tmp_path / "calib.npz", x=x[:32])
+    (tmp_path / "score.py").write_text("def score(reference, candidate, data):\n"
+                                       "    return float((candidate['y'].argmax(-1) == data['labels']).mean())\n")
+    return tmp_path
+
+
+RECIPE = """
+    edgebuild: 1
+    name: mlp
+    model: {onnx: mlp.onnx}
+    data: {calib: calib.npz, eval: eval.npz}
+    targets: [x86-64]
+    steps:
+      int8: {use: quantize-dynamic}
+      qdq: {use: quantize-static, with: {data: calib}}
+      opt: {use: optimize}
+    ship:
+      x86-64: SHIP
+    checks:
+      CHECKS
+"""
+
+
+def run(root: Path, ship: str, checks: str) -> subprocess.CompletedProcess:
+    body = textwrap.dedent(RECIPE).replace("SHIP", ship).replace("CHECKS", checks)
+    (root / "recipe.yaml").write_text(body.lstrip())
+    return subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=root, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def manifest(root: Path) -> dict:
+    return json.loads((root / "dist" / "mlp" / "manifest.json").read_text())
+
+
+def test_a_broken_promise_fails_the_build_with_its_numbers(project: Path) -> None:
+    r = run(project, "[int8, opt]", "latency: {p95_ms: 0.000001}\n  size: {}")
+    assert r.returncode == 1
+    lines = [x for x in r.stderr.splitlines() if ": error: " in x]
+    assert len(lines) == 2 and all("x86-64: " in x and "p95 latency" in x and "> 1e-06 ms (measured on host:" in x
+                                   for x in lines), r.stderr
+    assert lines[0].startswith("recipe.yaml:13:3: error: x86-64: int8: p95 latency ")
+    assert not (project / "dist" / "mlp" / "x86-64").exists()       # nothing shipped that broke a promise
+    again = run(project, "[int8, opt]", "latency: {p95_ms: 0.000001}\n  size: {}")
+    assert "built  check:" not in again.stderr                         # measurements are cached
+
+
+def test_best_picks_the_fastest_passing_candidate_and_says_why_others_lost(project: Path) -> None:
+    r = run(project, "{best: [int8, qdq, opt], by: size}", "fidelity: {data: eval, metric: cosine, min: 0.95}")
+    assert r.returncode == 0, r.stderr
+    sel = manifest(project)["targets"]["x86-64"]["selection"]
+    sizes = {c["step"]: c["value"] for c in sel["candidates"]}
+    assert sel["chosen"] == min(sizes, key=sizes.get) and sel["chosen"] in ("int8", "qdq")
+    assert next(c for c in sel["candidates"] if c["step"] == "opt")["why"].startswith("larger than ")
+    metric = sel["candidates"][0]["checks"]["measurements"]["fidelity"]["metric"]
+    assert metric["spec"] == "cosine" and 0.95 <= metric["value"] <= 1
+
+
+def test_no_passing_candidate_fails_and_names_each_failed_check(project: Path) -> None:
+    r = run(project, "{best: [int8, qdq]}", "fidelity: {data: eval, metric: max_abs_error, max: 0.0000001}")
+    assert r.returncode == 1
+    line = next(x for x in r.stderr.splitlines() if ": error: " in x)
+    assert line.startswith("recipe.yaml:11:12: error: x86-64: no candidate passes every check (int8: max_abs_error ")
+    assert "qdq: max_abs_error " in line
+
+
+def test_a_user_metric_judges_the_task(project: Path) -> None:
+    r = run(project, "[qdq]", "fidelity: {data: eval, metric: score.py:score, min: 0.5}\n  accuracy: {data: eval, max_drop: 0.5}")
+    assert r.returncode == 0, r.stderr
+    checks = manifest(project)["targets"]["x86-64"]["artifacts"][0]["checks"]
+    user = next(x for x in checks["results"] if x["what"] == "score.py:score")
+    assert user["passed"] and user["value"] == checks["measurements"]["accuracy"]["candidate"]
+
+
+@pytest.mark.parametrize("checks, first", [
+    ("fidelity: {data: evl}", "recipe.yaml:13:20: error: checks.fidelity uses dataset 'evl', which is not declared under `data:`"),
+    ("accuracy: {data: calib, max_drop: 0.1}", "recipe.yaml:13:20: error: checks.accuracy needs labels, but dataset 'calib' has no 'labels' array"),
+    ("fidelity: {data: eval, metric: cosine, max: 0.9}", "recipe.yaml:13:47: error: checks.fidelity: metric 'cosine' is higher-is-better: its goal is `min:`, not `max:`"),
+    ("fidelity: {data: eval, min_agreement: 1.5}", "recipe.yaml:13:41: error: checks.fidelity.min_agreement must be <= 1, found 1.5"),
+])
+def test_bad_checks_are_located_errors_before_anything_builds(project: Path, checks: str, first: str) -> None:
+    r = run(project, "[qdq]", checks)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert next(x for x in r.stderr.splitlines() if ": error: " in x) == first
+    assert not (project / ".edgebuild" / "cache" / "objects").exists()
