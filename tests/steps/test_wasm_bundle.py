@@ -417,11 +417,14 @@ def site(bundles: dict[str, Any]):
 
 
 def _reference(model: Path, kit: Any, facts: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Python ONNX Runtime on the page's sample (the seeded input, rebuilt from the documented formula)."""
+    """Python ONNX Runtime on the page's sample (the seeded input, rebuilt from the documented formula),
+    with graph optimizations off like the expected outputs the page embeds (see wasm_bundle.py)."""
     feeds = wb.seeded_sample(facts["inputs"], facts["sample"]["seed"])
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     return {o.name: v for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
 
 
