@@ -38,8 +38,8 @@ def check_recipe(r: Any) -> list[Problem]:
     if "metric" in fid or "min" in fid or "max" in fid:
         from edgebuild import metrics
 
-        for message, key, hint in metrics.goal_problems(fid, r.dir):
-            problems.append(Problem(f"checks.fidelity: {message}", r.doc.at(("checks", "fidelity", key)), hint))
+        for message, key, fix in metrics.goal_problems(fid, r.dir):
+            problems.append(Problem(f"checks.fidelity: {message}", r.doc.at(("checks", "fidelity", key)), fix))
     for t, by in r.best.items():
         for i, sid in enumerate(r.ship[t]):
             if sid in r.steps and r.steps[sid].kind.gives != ONNX:

@@ -1,4 +1,4 @@
-"""The TensorRT step, type-checked with mypy against NVIDIA's tensorrt-stubs (TensorRT is not installable here)."""
+"""Type checks: the package with mypy, and the TensorRT step against NVIDIA's tensorrt-stubs (TensorRT itself is not installable here)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,9 @@ def test_the_stubs_are_really_consulted(stubs: Path, tmp_path: Path) -> None:
                    "b.build_serialized_network_typo(None)\n")
     r = mypy(stubs, bad)
     assert r.returncode == 1 and "has no attribute \"build_serialized_network_typo\"" in r.stdout
+
+
+def test_the_whole_package_type_checks() -> None:
+    """mypy over edgebuild/ with the project's configuration (pyproject.toml)."""
+    r = subprocess.run([sys.executable, "-m", "mypy", "edgebuild"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
