@@ -41,7 +41,7 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
     from edgebuild.steps import kinds
     from edgebuild.steps.base import RunContext
 
-    kind = _kind(job) if job.get("kind_ref") else kinds()[job["use"]]
+    kind = _kind(job) if job.get("kind_ref") else _builtin(job["use"]) or kinds()[job["use"]]
     source, inputs, normalized = job["source"], job["inputs"], None
     if "onnx" in source and inputs and (job["input_dir"] is None or job.get("kind_ref")):
         # The recipe's ONNX model as model.inputs describes it (fixed inputs made constants, the If they
@@ -69,6 +69,18 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
     if normalized and job["input_dir"] is None:   # this step's input is the normalized recipe model: say what changed
         info = {**(info or {}), "source": normalized}
     return json.loads(json.dumps(info or {}, sort_keys=True))   # JSON-clean, deterministic order
+
+
+def _builtin(use: str) -> Any:
+    """A shipped kind, imported alone (its module is named after it): skips importing every step module."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"edgebuild.steps.{use.replace('-', '_')}")
+    except ImportError:
+        return None
+    kind = getattr(module, "KIND", None)
+    return kind if kind is not None and getattr(kind, "name", None) == use else None
 
 
 def _kind(job: dict[str, Any]) -> Any:
