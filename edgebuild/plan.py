@@ -9,7 +9,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgebuild import __version__
 from edgebuild.digest import StatCache, sha256_json
 from edgebuild.errors import Problem, UserError
 from edgebuild.recipe import Recipe, StepSpec
@@ -272,7 +271,7 @@ def _diff(a: Any, b: Any, path: tuple[str, ...], out: list[str]) -> None:
         out.append("its input changed (upstream step was rebuilt)")
         return
     if head == "code":
-        out.append(f"edgebuild's code for this step kind changed")
+        out.append("edgebuild's code for this step kind changed")
         return
     if head == "target":
         out.append("the target profile changed")

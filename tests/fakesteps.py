@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from edgebuild.steps.base import ONNX, RunContext, StepError, StepKind
+from edgebuild.steps.base import RunContext, StepError, StepKind
 
 
 def _count(ctx: RunContext) -> None:

@@ -174,7 +174,6 @@ def fold_constants(model: "onnx.ModelProto") -> int:
     keep = [t for t in graph.initializer if t.name in used]
     graph.ClearField("initializer")
     graph.initializer.extend(keep)
-    names = {t.name for t in keep}
     return len(folded)
 
 

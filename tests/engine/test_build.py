@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 from enginekit import BASIC, TESTS, Project
 
@@ -93,7 +91,7 @@ def test_changed_model_file_reruns_steps_that_take_it(project: Project) -> None:
     project.write(BASIC)
     assert project.edgebuild("run", "recipe.yaml").code == 0
     project.ran()
-    from enginekit import tiny_onnx
+
     import onnx
     m = onnx.load(str(project.root / "tiny.onnx"))
     m.doc_string = "changed"
