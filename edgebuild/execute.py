@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -120,13 +119,9 @@ class Executor:
             job = self._job(node, out_dir, scratch / "result.json")
             (scratch / "job.json").write_text(json.dumps(job, indent=1))
             log_path = scratch / "log.txt"
-            with open(log_path, "wb") as log:
-                env = dict(os.environ, PYTHONHASHSEED="0",
-                           PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")])))
-                proc = subprocess.run([sys.executable, "-m", "edgebuild.worker", str(scratch / "job.json")],
-                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-            text = log_path.read_text(errors="replace")
-            result = _read_result(scratch / "result.json", proc.returncode)
+            code = _spawn(scratch / "job.json", log_path)
+            text = log_path.read_text(errors="replace") if log_path.exists() else ""
+            result = _read_result(scratch / "result.json", code)
             if not result.get("ok"):
                 return Outcome(node.id, "failed", message=result.get("message", "failed"), hint=result.get("hint"),
                                recipe_path=result.get("recipe_path"), log=text)
@@ -151,6 +146,30 @@ class Executor:
             "refs": {role: str(self.cache.entry(self.plan.nodes[nid].key)) for role, nid in node.refs.items()},
             "kind_ref": node.kind_ref, "cache_dir": str(self.cache.root / "shared"),
         }
+
+
+_FORK_LOCK = threading.Lock()
+_FORKS: Any = None
+
+
+def _spawn(job_file: Path, log_file: Path) -> int:
+    """Run one job in a worker forked from the fork server (started on first use); its exit code."""
+    global _FORKS
+    import multiprocessing
+
+    from edgebuild import worker
+
+    with _FORK_LOCK:
+        if _FORKS is None:
+            # the server (and so every worker) gets a fixed hash seed and can import edgebuild
+            os.environ["PYTHONHASHSEED"] = "0"
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
+            _FORKS = multiprocessing.get_context("forkserver")
+            _FORKS.set_forkserver_preload(worker.PRELOAD)
+        proc = _FORKS.Process(target=worker.run_forked, args=(str(job_file), str(log_file)), daemon=True)
+        proc.start()
+    proc.join()
+    return int(proc.exitcode if proc.exitcode is not None else 1)
 
 
 def _read_result(path: Path, rc: int) -> dict[str, Any]:
