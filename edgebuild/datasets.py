@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import numpy as np
-from numpy.lib import format as npy_format
+if TYPE_CHECKING:
+    import numpy as np
 
 LABELS = "labels"
 
@@ -34,41 +34,37 @@ def inspect(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
                     continue
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 with zf.open(info) as fp:
-                    shape, dtype = _read_header(fp)
-                out[name] = (tuple(int(d) for d in shape), _dtype_name(dtype))
+                    out[name] = _read_header(fp)
     except zipfile.BadZipFile:
         raise ValueError("not a zip archive (an .npz written by numpy.savez)") from None
     return dict(sorted(out.items()))
 
 
-def _read_header(fp) -> tuple[tuple[int, ...], np.dtype]:
-    try:
-        version = npy_format.read_magic(fp)
-        if version == (1, 0):
-            shape, _fortran, dtype = npy_format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, _fortran, dtype = npy_format.read_array_header_2_0(fp)
-        elif version == (3, 0):
-            shape, dtype = _read_header_3_0(fp)
-        else:
-            raise ValueError(f"unknown .npy format version {version}")
-    except (ValueError, SyntaxError, KeyError, TypeError) as exc:
-        raise ValueError(f"an entry is not a .npy array ({exc})") from None
-    return shape, dtype
+# .npy dtype descriptors (kind + item size, byte order stripped) -> the dtype names recipes use
+_DESCR = {"f2": "float16", "f4": "float32", "f8": "float64", "i1": "int8", "i2": "int16", "i4": "int32",
+          "i8": "int64", "u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64", "b1": "bool"}
 
 
-def _read_header_3_0(fp) -> tuple[tuple[int, ...], np.dtype]:
-    """Format 3.0 is 2.0 with a utf-8 header (numpy has no public reader for it)."""
+def _read_header(fp: Any) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype name from a .npy header (format 1.0, 2.0 or 3.0), read with the standard library:
+    planning must not pay for importing numpy."""
     import ast
     import struct
 
-    (length,) = struct.unpack("<I", fp.read(4))
-    header = ast.literal_eval(fp.read(length).decode("utf-8"))
-    return tuple(header["shape"]), npy_format.descr_to_dtype(header["descr"])
-
-
-def _dtype_name(dtype: np.dtype) -> str:
-    return "bool" if dtype == np.bool_ else dtype.name
+    try:
+        magic = fp.read(8)
+        if magic[:6] != b"\x93NUMPY":
+            raise ValueError("no .npy magic")
+        major = magic[6]
+        (length,) = struct.unpack("<H" if major == 1 else "<I", fp.read(2 if major == 1 else 4))
+        if major not in (1, 2, 3):
+            raise ValueError(f"unknown .npy format version {major}.{magic[7]}")
+        header = ast.literal_eval(fp.read(length).decode("latin1" if major < 3 else "utf-8"))
+        descr = header["descr"]
+        name = _DESCR.get(descr.lstrip("<>|=")) if isinstance(descr, str) else None
+        return tuple(int(d) for d in header["shape"]), name or str(descr)
+    except (ValueError, SyntaxError, KeyError, TypeError, struct.error) as exc:
+        raise ValueError(f"an entry is not a .npy array ({exc})") from None
 
 
 def count(path: str | Path, input_names: Sequence[str]) -> int:
@@ -83,6 +79,8 @@ def feeds(path: str | Path, input_names: Sequence[str], limit: int | None = None
     Each named array is read once, when the iterator starts; a name the .npz lacks is a KeyError
     naming what the file has.
     """
+    import numpy as np
+
     names = list(input_names)
     with np.load(Path(path), allow_pickle=False) as npz:
         missing = [n for n in names if n not in npz.files]
@@ -99,5 +97,7 @@ def feeds(path: str | Path, input_names: Sequence[str], limit: int | None = None
 
 def load_labels(path: str | Path) -> np.ndarray | None:
     """The dataset's `labels` array, or None when it has none."""
+    import numpy as np
+
     with np.load(Path(path), allow_pickle=False) as npz:
         return npz[LABELS] if LABELS in npz.files else None

@@ -152,21 +152,40 @@ _FORK_LOCK = threading.Lock()
 _FORKS: Any = None
 
 
+def _fork_context() -> Any:
+    """The fork server's context, set up once (call with _FORK_LOCK held)."""
+    global _FORKS
+    if _FORKS is None:
+        import multiprocessing
+
+        from edgebuild import worker
+
+        # the server (and so every worker) gets a fixed hash seed and can import edgebuild
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
+        _FORKS = multiprocessing.get_context("forkserver")
+        _FORKS.set_forkserver_preload(worker.PRELOAD)
+    return _FORKS
+
+
+def warm_up() -> None:
+    """Start the fork server in the background, so its imports overlap with planning."""
+    def start() -> None:
+        from multiprocessing import forkserver
+
+        with _FORK_LOCK:
+            _fork_context()
+            forkserver.ensure_running()
+
+    threading.Thread(target=start, daemon=True).start()
+
+
 def _spawn(job_file: Path, log_file: Path) -> int:
     """Run one job in a worker forked from the fork server (started on first use); its exit code."""
-    global _FORKS
-    import multiprocessing
-
     from edgebuild import worker
 
     with _FORK_LOCK:
-        if _FORKS is None:
-            # the server (and so every worker) gets a fixed hash seed and can import edgebuild
-            os.environ["PYTHONHASHSEED"] = "0"
-            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
-            _FORKS = multiprocessing.get_context("forkserver")
-            _FORKS.set_forkserver_preload(worker.PRELOAD)
-        proc = _FORKS.Process(target=worker.run_forked, args=(str(job_file), str(log_file)), daemon=True)
+        proc = _fork_context().Process(target=worker.run_forked, args=(str(job_file), str(log_file)), daemon=True)
         proc.start()
     proc.join()
     return int(proc.exitcode if proc.exitcode is not None else 1)

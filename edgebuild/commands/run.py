@@ -56,8 +56,9 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     from edgebuild import fastpath, progress, publish
     from edgebuild.commands._common import load_plan
     from edgebuild.errors import BuildFailed, Problem
-    from edgebuild.execute import Executor
+    from edgebuild.execute import Executor, warm_up
 
+    warm_up()   # the workers' fork server loads its libraries while the recipe is planned
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
     for w in plan.warnings:
         print(w.render(), file=sys.stderr)
