@@ -120,6 +120,10 @@ class Cache:
         tmp = self.root / "tmp"
         if tmp.is_dir():
             for p in tmp.iterdir():
-                if time.time() - p.stat().st_mtime > tmp_age_s:
+                try:
+                    stale = time.time() - p.stat().st_mtime > tmp_age_s
+                except OSError:   # a running build just renamed or removed it
+                    continue
+                if stale:
                     shutil.rmtree(p, ignore_errors=True)
         return n, freed

@@ -47,6 +47,7 @@ def text(x: Any) -> str:
 # --- formatting numbers the way a person reads them -------------------------------------------
 
 def fmt_ms(v: Any) -> str:
+    """Milliseconds with fewer decimals as the value grows (0.123, 1.23, 12.3, 123)."""
     f = num(v)
     if f is None:
         return "–"
@@ -54,12 +55,7 @@ def fmt_ms(v: Any) -> str:
     return f"{f:.{digits}f}"
 
 
-def fmt_mb(v: Any) -> str:
-    f = num(v)
-    if f is None:
-        return "–"
-    digits = 3 if abs(f) < 1 else 2 if abs(f) < 10 else 1 if abs(f) < 100 else 0
-    return f"{f:.{digits}f}"
+fmt_mb = fmt_ms   # megabytes read the same way
 
 
 def fmt_bytes(n: Any) -> str:
