@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,16 +25,36 @@ def edgebuild(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subproce
 
 
 def cold_and_noop(work: Path) -> list[tuple[str, str, str]]:
+    # pip compiles a package's bytecode when it installs it; a checkout run in place writes it on first
+    # use, unless PYTHONDONTWRITEBYTECODE is set (as on some CI images): compile it here the way pip does,
+    # so every run measures the installed steady state rather than Python compiling edgebuild's source.
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "edgebuild")], check=True)
     cache, out = work / "cache", work / "dist"
-    t0 = time.perf_counter()
-    r = edgebuild("run", "recipes/vitals.yaml", "--cache", str(cache), "--out", str(out), "--jobs", "1")
-    wall = time.perf_counter() - t0
-    assert r.returncode == 0, r.stderr
-    log = json.loads((out / "vitals" / "build-log.json").read_text())
-    work_s = sum(n["work_seconds"] for n in log["nodes"].values())
-    rows = [("cold build of vitals (--jobs 1), wall", f"{wall:.2f} s", ""),
-            ("  of which the steps' own work", f"{work_s:.2f} s", ""),
-            ("  edgebuild's overhead (wall - work)", f"{wall - work_s:.2f} s", "goal <= 1 s")]
+    runs = []
+    for i in range(3):
+        shutil.rmtree(cache, ignore_errors=True)
+        t0 = time.perf_counter()
+        r = edgebuild("run", "recipes/vitals.yaml", "--cache", str(cache), "--out", str(out), "--jobs", "1")
+        wall = time.perf_counter() - t0
+        assert r.returncode == 0, r.stderr
+        nodes = json.loads((out / "vitals" / "build-log.json").read_text())["nodes"]
+        built = [n for n in nodes.values() if n["status"] == "built"]
+        first = min(built, key=lambda n: n["started_s"])
+        around = statistics.median(n["seconds"] - n["work_seconds"] for n in built if n is not first)
+        work_s = sum(n["work_seconds"] for n in built)
+        runs.append({"wall": wall, "work": work_s, "over": wall - work_s, "steps": len(built), "around": around,
+                     "wait": first["seconds"] - first["work_seconds"] - around})
+    m = sorted(runs, key=lambda r: r["over"])[1]   # the run with the median overhead
+    spread = f"{min(r['over'] for r in runs):.2f}-{max(r['over'] for r in runs):.2f} s"
+    rows = [("cold build of vitals (--jobs 1), wall, run with the median overhead of 3", f"{m['wall']:.2f} s", ""),
+            ("  of which the steps' own work (their run() in the worker)", f"{m['work']:.2f} s", ""),
+            ("  edgebuild's overhead (wall - work)", f"{m['over']:.2f} s (3 runs: {spread})", "goal <= 1 s"),
+            ("    first step waiting for the workers' libraries (numpy, onnx, onnxruntime; loaded once, "
+             "while planning)", f"{m['wait']:.2f} s", ""),
+            (f"    around each of the {m['steps']} steps: fork, result, cache commit (median)",
+             f"{m['around'] * 1000:.0f} ms", ""),
+            ("    the rest: Python start, planning, publishing, summary, exit",
+             f"{m['over'] - m['wait'] - m['around'] * m['steps']:.2f} s", "")]
     times = []
     for _ in range(10):
         t0 = time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -13,10 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgebuild.cache import Cache
+from edgebuild.forks import shut_down, spawn
 from edgebuild.plan import Node, Plan
-
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-
 
 @dataclass
 class Outcome:
@@ -32,6 +29,7 @@ class Outcome:
     log: str = ""
     notes: list[str] = field(default_factory=list)   # e.g. "cache entry was corrupt; rebuilt"
     work_seconds: float = 0.0     # time inside the step's run(), as the worker measured it
+    started: float = 0.0          # time.perf_counter() when the executor took the node up
 
 
 class Reporter(Protocol):
@@ -67,6 +65,7 @@ class Executor:
                     self.outcomes[node.id] = outcome
                     self.reporter.finished(node, outcome)
                     stop = stop or (outcome.status == "failed" and not self.keep_going)
+        shut_down()
         for node in pending.values():
             self.outcomes[node.id] = Outcome(node.id, "skipped", message="not run: an earlier step failed")
         return self.outcomes
@@ -95,6 +94,11 @@ class Executor:
         if node.deferred:
             return Outcome(node.id, "deferred", message=node.deferred)
         t0 = time.perf_counter()
+        outcome = self._decide(node, t0)
+        outcome.started = t0
+        return outcome
+
+    def _decide(self, node: Node, t0: float) -> Outcome:
         forced = node.step.id in self.force
         notes: list[str] = []
         if not forced and self.cache.has(node.key):
@@ -119,7 +123,7 @@ class Executor:
             job = self._job(node, out_dir, scratch / "result.json")
             (scratch / "job.json").write_text(json.dumps(job, indent=1))
             log_path = scratch / "log.txt"
-            code = _spawn(scratch / "job.json", log_path)
+            code = spawn(scratch / "job.json", log_path)
             text = log_path.read_text(errors="replace") if log_path.exists() else ""
             result = _read_result(scratch / "result.json", code)
             if not result.get("ok"):
@@ -146,49 +150,6 @@ class Executor:
             "refs": {role: str(self.cache.entry(self.plan.nodes[nid].key)) for role, nid in node.refs.items()},
             "kind_ref": node.kind_ref, "cache_dir": str(self.cache.root / "shared"),
         }
-
-
-_FORK_LOCK = threading.Lock()
-_FORKS: Any = None
-
-
-def _fork_context() -> Any:
-    """The fork server's context, set up once (call with _FORK_LOCK held)."""
-    global _FORKS
-    if _FORKS is None:
-        import multiprocessing
-
-        from edgebuild import worker
-
-        # the server (and so every worker) gets a fixed hash seed and can import edgebuild
-        os.environ["PYTHONHASHSEED"] = "0"
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
-        _FORKS = multiprocessing.get_context("forkserver")
-        _FORKS.set_forkserver_preload(worker.PRELOAD)
-    return _FORKS
-
-
-def warm_up() -> None:
-    """Start the fork server in the background, so its imports overlap with planning."""
-    def start() -> None:
-        from multiprocessing import forkserver
-
-        with _FORK_LOCK:
-            _fork_context()
-            forkserver.ensure_running()
-
-    threading.Thread(target=start, daemon=True).start()
-
-
-def _spawn(job_file: Path, log_file: Path) -> int:
-    """Run one job in a worker forked from the fork server (started on first use); its exit code."""
-    from edgebuild import worker
-
-    with _FORK_LOCK:
-        proc = _fork_context().Process(target=worker.run_forked, args=(str(job_file), str(log_file)), daemon=True)
-        proc.start()
-    proc.join()
-    return int(proc.exitcode if proc.exitcode is not None else 1)
 
 
 def _read_result(path: Path, rc: int) -> dict[str, Any]:

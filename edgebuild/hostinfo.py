@@ -8,7 +8,6 @@ the routing itself.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -65,12 +64,12 @@ def tensorrt_version() -> str | None:
     env = os.environ.get("EDGEBUILD_HOST_TENSORRT")
     if env is not None:
         return None if env.lower() in ("", "none") else env
+    from edgebuild import dists
+
     for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_libs"):
-        try:
-            v = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        return ".".join(v.split(".")[:2])
+        v = dists.version(dist)
+        if v is not None:
+            return ".".join(v.split(".")[:2])
     return None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -57,10 +56,9 @@ class Plan:
 @lru_cache(maxsize=None)
 def tool_version(dist: str) -> str:
     """A distribution's version from its metadata; the tool itself is not imported."""
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    from edgebuild import dists
+
+    return dists.version(dist) or "not installed"
 
 
 def step_code_digest(step: StepSpec, stats: StatCache) -> str:
@@ -306,9 +304,6 @@ def watched_files(plan: Plan) -> list[Path]:
 
 def _metadata_file(dist: str) -> Path | None:
     """The METADATA file of an installed distribution: an upgrade replaces it, which the no-op check sees."""
-    try:
-        d = importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    base = getattr(d, "_path", None)
-    return Path(base) / "METADATA" if base is not None and (Path(base) / "METADATA").is_file() else None
+    from edgebuild import dists
+
+    return dists.metadata_file(dist)

@@ -172,13 +172,18 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_build_log(out: Path, plan: Plan, outcomes: dict[str, Outcome], total_s: float) -> None:
-    """Timings and cache hits of this build: useful, but not deterministic, so kept out of the manifest."""
+def write_build_log(out: Path, plan: Plan, outcomes: dict[str, Outcome], t0: float) -> None:
+    """Timings and cache hits of this build: useful, but not deterministic, so kept out of the manifest.
+
+    Per node: when it was taken up (seconds since the command started), how long it took in all and how
+    long the step's own run() took in its worker (the rest is edgebuild's: forking, caching)."""
     import platform
+    import time
 
     from edgebuild.measure import host_cpu
-    log = {"host": host_cpu(), "python": platform.python_version(), "total_s": round(total_s, 3),
-           "nodes": {nid: {"status": o.status, "seconds": round(o.seconds, 3), "work_seconds": round(o.work_seconds, 3)}
+    log = {"host": host_cpu(), "python": platform.python_version(), "total_s": round(time.perf_counter() - t0, 3),
+           "nodes": {nid: {"status": o.status, "started_s": round(max(o.started - t0, 0.0), 3) if o.started else None,
+                           "seconds": round(o.seconds, 3), "work_seconds": round(o.work_seconds, 3)}
                      for nid, o in outcomes.items()}}
     _write_json(out / "build-log.json", log)
 

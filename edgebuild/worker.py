@@ -97,12 +97,17 @@ def _kind(job: dict[str, Any]) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-PRELOAD = ["edgebuild.worker", "edgebuild.steps", "edgebuild.steps._onnx", "edgebuild.datasets",
+PRELOAD = ["edgebuild._server", "edgebuild.worker", "edgebuild.steps", "edgebuild.steps._onnx", "edgebuild.datasets",
            "numpy", "onnx", "onnxruntime"]
 
 
-def run_forked(job_file: str, log_file: str) -> None:
-    """Entry point of a forked worker: send fds 0-2 to the job's log, run the job, exit without teardown."""
+def serve_one(conn: Any) -> None:
+    """Entry point of a forked worker: wait for one job on the pipe, run it with fds 0-2 sent to the job's
+    log, report the exit code once the result and log are written, exit without interpreter teardown."""
+    try:
+        job_file, log_file = conn.recv()
+    except (EOFError, OSError):   # not needed after all
+        os._exit(0)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -117,7 +122,10 @@ def run_forked(job_file: str, log_file: str) -> None:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        try:
+            conn.send(code)
+        finally:
+            os._exit(code)
 
 
 if __name__ == "__main__":

@@ -53,12 +53,15 @@ def _print_noop(rec: dict[str, Any], as_json: bool, seconds: float) -> int:
 
 
 def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int:
+    from edgebuild import forks
+
+    # the workers' fork server loads its libraries while the recipe is planned; the end-of-build table's
+    # modules are imported after that, while the main thread only waits for steps
+    forks.warm_up(() if args.json else ("edgebuild.summary", "rich.console", "rich.table", "rich.text"))
     from edgebuild import fastpath, progress, publish
     from edgebuild.commands._common import load_plan
     from edgebuild.errors import BuildFailed, Problem
-    from edgebuild.execute import Executor, warm_up
-
-    warm_up()   # the workers' fork server loads its libraries while the recipe is planned
+    from edgebuild.execute import Executor
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
     for w in plan.warnings:
         print(w.render(), file=sys.stderr)
@@ -72,7 +75,7 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     verdicts = checks.judge(plan, cache, outcomes)
     out = publish.out_dir(plan, args.out)
     manifest = publish.publish(plan, cache, outcomes, out, verdicts)
-    publish.write_build_log(out, plan, outcomes, time.perf_counter() - t0)
+    publish.write_build_log(out, plan, outcomes, t0)
     cache.stats.save()
     _write_history(plan, cache, outcomes, args.recipe)
     failures = [o for o in outcomes.values() if o.status == "failed"]
