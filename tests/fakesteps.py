@@ -7,6 +7,7 @@ line to $EDGEBUILD_TEST_RUNS so tests can count exactly which steps ran.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -38,13 +39,16 @@ class Copy(StepKind):
 
 class Fail(StepKind):
     name = "fake-fail"
-    summary = "Fails: with a StepError (how=user) or an exception (how=crash) (tests only)."
-    params = {"how": {"enum": ["user", "crash"], "default": "user", "description": "how to fail"}}
+    summary = "Fails: with a StepError (how=user), an exception (how=crash) or by ending its process (how=die) (tests only)."
+    params = {"how": {"enum": ["user", "crash", "die"], "default": "user", "description": "how to fail"}}
     tools = ()
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         _count(ctx)
         print("some output before failing")
+        if ctx.params["how"] == "die":   # like a segfault in a native library: no result, no clean exit
+            sys.stdout.flush()
+            os._exit(3)
         if ctx.params["how"] == "user":
             raise StepError("the model is not good enough", hint="try harder", recipe_path=("steps", ctx.step_id, "with", "how"))
         raise RuntimeError("boom")
