@@ -3,7 +3,9 @@
 This module imports only the standard library: a fully cached run must not pay for yaml,
 jsonschema, onnx or onnxruntime. The record lists every file whose content entered the plan
 (recipe, target profiles, model, weights, datasets, edgebuild's own code, tool metadata) with
-(size, mtime_ns, sha256), every cache entry the plan uses, and every published file.
+(size, mtime_ns, sha256), every cache entry the plan uses, every published file, the environment
+variables that change a plan, and what this host offers for GPU builds (so installing TensorRT or
+plugging a GPU in ends "up to date" for a recipe whose engine was deferred).
 """
 
 from __future__ import annotations
@@ -20,11 +22,46 @@ def record_path(cache_root: Path, recipe: Path, out: Path | None, targets: list[
     return cache_root / "plans" / f"{hashlib.sha256(ident.encode()).hexdigest()}.json"
 
 
+# Environment variables whose value changes a plan: extra step kinds, the host overrides, the local
+# onnxruntime-web files.
+PLAN_ENV = ("EDGEBUILD_STEP_MODULES", "EDGEBUILD_HOST_GPU", "EDGEBUILD_HOST_TENSORRT", "EDGEBUILD_ORT_WEB")
+
+
+def conditions() -> dict[str, Any]:
+    """The environment and host facts a plan depends on beyond files, gathered without running anything
+    (no nvidia-smi): those variables, where nvidia-smi is, the NVIDIA driver's GPU list, a Jetson's
+    device-tree model and the installed TensorRT version."""
+    from edgebuild import dists
+
+    def listing(folder: str) -> list[str] | None:
+        try:
+            return sorted(os.listdir(folder))
+        except OSError:
+            return None
+
+    def text(path: str) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read(256).decode(errors="replace").strip("\x00 \n")
+        except OSError:
+            return None
+
+    smi = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+           if d and os.access(os.path.join(d, "nvidia-smi"), os.X_OK)]
+    return {"env": {k: os.environ.get(k) for k in PLAN_ENV},
+            "host": {"nvidia-smi": smi[0] if smi else None, "gpus": listing("/proc/driver/nvidia/gpus"),
+                     "jetson": text("/proc/device-tree/model"),
+                     "tensorrt": next((v for v in map(dists.version, ("tensorrt", "tensorrt-cu12", "tensorrt-cu11",
+                                                                      "tensorrt_libs")) if v), None)}}
+
+
 def up_to_date(record_file: Path) -> dict[str, Any] | None:
     """The record if nothing it depends on changed, else None (then the full planner runs)."""
     try:
         rec = json.loads(record_file.read_text())
     except (OSError, ValueError):
+        return None
+    if rec.get("conditions") != conditions():
         return None
     for path, (size, mtime, digest) in rec["watched"].items():
         if not _same(path, size, mtime, digest):

@@ -158,4 +158,4 @@ def _record(plan: Any, cache: Any, outcomes: dict[str, Any], out: Path, summary:
         files += sorted(f for f in cache.entry(n.key).rglob("*") if f.is_file())
     stats.save()
     return {"watched": watched, "outputs": fastpath.stamp_outputs(files), "summary": summary,
-            "keys": sorted(n.key for n in plan.order())}
+            "keys": sorted(n.key for n in plan.order()), "conditions": fastpath.conditions()}

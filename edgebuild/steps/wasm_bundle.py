@@ -71,6 +71,17 @@ class WasmBundle(StepKind):
     dataset_params = ("sample",)
     code_files = ("templates/wasm-bundle.loader.mjs.j2", "templates/wasm-bundle.index.html.j2")
 
+    @classmethod
+    def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
+        """With EDGEBUILD_ORT_WEB, the local runtime files are copied into the bundle: their content enters
+        the key (a different build of onnxruntime-web in that folder rebuilds the bundle). Files from npm are
+        fixed by the target's pin and checked against the registry's integrity hash instead."""
+        local = os.environ.get("EDGEBUILD_ORT_WEB")
+        if not local:
+            return {}
+        folder = Path(local).expanduser()
+        return {f"EDGEBUILD_ORT_WEB/{f}": folder / f for f in RUNTIME_FILES if (folder / f).is_file()}
+
     def check(self, ctx: PlanContext) -> None:
         users = _targets_using(ctx)
         for t in ctx.targets:

@@ -45,17 +45,23 @@ class Project:
         path.write_text(textwrap.dedent(body).lstrip())
         return path
 
-    def edgebuild(self, *args: str) -> Result:
-        """Run the CLI in a subprocess, from the project folder, like a user would."""
+    def edgebuild(self, *args: str, env: dict[str, str | None] | None = None) -> Result:
+        """Run the CLI in a subprocess, from the project folder, like a user would; `env` adds to (or,
+        with None values, removes from) its environment."""
         import subprocess
 
-        env = dict(os.environ, EDGEBUILD_STEP_MODULES="fakesteps", EDGEBUILD_TEST_RUNS=str(self.runs),
-                   PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
-        env.pop("EDGEBUILD_CACHE", None)
+        base = dict(os.environ, EDGEBUILD_STEP_MODULES="fakesteps", EDGEBUILD_TEST_RUNS=str(self.runs),
+                    PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+        base.pop("EDGEBUILD_CACHE", None)
         for k in ("EDGEBUILD_HOST_GPU", "EDGEBUILD_HOST_TENSORRT"):
             if k not in os.environ:
-                env[k] = "none"   # never detect a real GPU: these tests are about routing
-        p = subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=self.root, env=env,
+                base[k] = "none"   # never detect a real GPU: these tests are about routing
+        for k, v in (env or {}).items():
+            if v is None:
+                base.pop(k, None)
+            else:
+                base[k] = v
+        p = subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=self.root, env=base,
                            capture_output=True, text=True, timeout=300)
         return Result(p.returncode, p.stdout, p.stderr)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import enginekit
 from enginekit import Project
 
 RECIPE = """
@@ -78,3 +79,27 @@ def test_engine_key_depends_on_the_target_gpu(project: Project) -> None:
     (project.root / "gpu.yaml").write_text(gpu)
     after = {n["node"]: n["key"] for n in json.loads(project.edgebuild("plan", "recipe.yaml", "--format", "json").out)["nodes"]}
     assert before["a"] == after["a"] and before["engine@test-gpu"] != after["engine@test-gpu"]
+
+
+def test_a_host_that_gains_tensorrt_or_a_gpu_is_no_longer_up_to_date(project: Project) -> None:
+    """The no-op check must not keep saying "up to date" for a deferred engine once the host could build
+    it: it compares the host's TensorRT (from package metadata) and GPU facts with the last build's."""
+    import os
+
+    project.write(RECIPE)
+    site = project.root / "site"
+    plain = {"EDGEBUILD_HOST_TENSORRT": None}   # detect TensorRT from package metadata, as on a real host
+    assert project.edgebuild("run", "recipe.yaml", env=plain).code == 0
+    r = project.edgebuild("run", "recipe.yaml", env=plain)
+    assert "up to date" in r.out and "this host has no CUDA GPU" in r.err
+
+    (site / "tensorrt-10.3.0.dist-info").mkdir(parents=True)   # TensorRT gets installed
+    (site / "tensorrt-10.3.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt\nVersion: 10.3.0\n")
+    with_trt = dict(plain, PYTHONPATH=os.pathsep.join([str(site), str(enginekit.TESTS), str(enginekit.TESTS.parent)]))
+    r = project.edgebuild("run", "recipe.yaml", env=with_trt)
+    assert r.code == 0 and "up to date" not in r.out, r.out
+    assert "needs sm_87 with TensorRT 10.3; this host has no CUDA GPU" in r.err   # planned again, GPU still missing
+    assert "up to date" in project.edgebuild("run", "recipe.yaml", env=with_trt).out
+
+    r = project.edgebuild("run", "recipe.yaml", env=dict(with_trt, EDGEBUILD_HOST_GPU="7.2"))   # another host's GPU
+    assert "up to date" not in r.out and "this host's GPU is sm_72" in r.err

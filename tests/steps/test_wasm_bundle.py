@@ -184,6 +184,30 @@ def test_local_runtime_folder_is_used_offline(monkeypatch: pytest.MonkeyPatch, t
     assert got["files"]["ort-wasm-simd-threaded.wasm"]["bytes"] == 8
 
 
+def test_local_runtime_files_enter_the_cache_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kit: Any):
+    """Another onnxruntime-web build in the EDGEBUILD_ORT_WEB folder must rebuild the bundle, and the
+    no-op check must notice the variable changing."""
+    kit.build_mlp(tmp_path / "mlp.onnx")
+    (tmp_path / "r.yaml").write_text(
+        "edgebuild: 1\nname: mlp\nmodel:\n  onnx: mlp.onnx\ntargets: [browser-wasm]\n"
+        "steps:\n  web: {use: wasm-bundle}\nship:\n  browser-wasm: [web]\n")
+    dist = _fake_dist(tmp_path / "ortweb", "1.30.0")
+
+    def key(**env: str) -> str:
+        full = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **env)
+        full.pop("EDGEBUILD_ORT_WEB", None)
+        full.update(env)
+        r = subprocess.run([sys.executable, "-m", "edgebuild", "plan", "r.yaml", "--format", "json"], cwd=tmp_path,
+                           env=full, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return next(n["key"] for n in json.loads(r.stdout)["nodes"] if n["node"] == "web@browser-wasm")
+
+    from_npm, local = key(), key(EDGEBUILD_ORT_WEB=str(dist))
+    assert local != from_npm and key(EDGEBUILD_ORT_WEB=str(dist)) == local
+    (dist / "ort-wasm-simd-threaded.wasm").write_bytes(b"\0asm\1\0\0\0 another build")
+    assert key(EDGEBUILD_ORT_WEB=str(dist)) not in (local, from_npm)
+
+
 def test_local_runtime_of_another_version_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("EDGEBUILD_ORT_WEB", str(_fake_dist(tmp_path / "ortweb", "1.22.0")))
     with pytest.raises(StepError, match="holds onnxruntime-web 1.22.0, but the target pins 1.30"):
