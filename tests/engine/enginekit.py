@@ -50,20 +50,24 @@ class Project:
         with None values, removes from) its environment."""
         import subprocess
 
+        p = subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=self.root, env=self.env(env),
+                           capture_output=True, text=True, timeout=300)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def env(self, extra: dict[str, str | None] | None = None) -> dict[str, str]:
+        """The environment edgebuild runs with in these tests: the fake step kinds, no GPU detection."""
         base = dict(os.environ, EDGEBUILD_STEP_MODULES="fakesteps", EDGEBUILD_TEST_RUNS=str(self.runs),
                     PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
         base.pop("EDGEBUILD_CACHE", None)
         for k in ("EDGEBUILD_HOST_GPU", "EDGEBUILD_HOST_TENSORRT"):
             if k not in os.environ:
                 base[k] = "none"   # never detect a real GPU: these tests are about routing
-        for k, v in (env or {}).items():
+        for k, v in (extra or {}).items():
             if v is None:
                 base.pop(k, None)
             else:
                 base[k] = v
-        p = subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=self.root, env=base,
-                           capture_output=True, text=True, timeout=300)
-        return Result(p.returncode, p.stdout, p.stderr)
+        return base
 
     def ran(self) -> list[str]:
         """Step ids that ran since the last call (and forget them)."""

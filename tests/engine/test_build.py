@@ -59,8 +59,8 @@ def test_no_op_run_imports_no_heavy_library(project: Project) -> None:
     code = ("import sys; from edgebuild.cli import main; rc = main(['run', 'recipe.yaml']); "
             "heavy = sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'jsonschema', 'yaml', 'numpy', 'rich') "
             "if m in sys.modules); print('HEAVY', heavy, rc)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]), EDGEBUILD_STEP_MODULES="fakesteps")
-    out = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=env, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=project.env(), capture_output=True,
+                         text=True).stdout
     assert "HEAVY [] 0" in out, out
 
 

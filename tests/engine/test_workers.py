@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from enginekit import BASIC, TESTS, Project
+from enginekit import BASIC, Project
 
 
 def test_worker_that_dies_is_reported_and_the_build_goes_on(project: Project) -> None:
@@ -36,14 +36,22 @@ def test_fork_server_does_not_hold_edgebuild_output(project: Project) -> None:
     """A CI runner reading edgebuild's output through a pipe gets end-of-file when edgebuild exits:
     the long-lived fork server it starts must not keep the pipe open (its stdout/stderr are /dev/null)."""
     project.write(BASIC)
-    code = ("import os, sys; from edgebuild.cli import main; rc = main(['run', 'recipe.yaml']); "
-            "me = str(os.getpid()); kids = [p for p in os.listdir('/proc') if p.isdigit() and "
-            "open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1] == me]; "
-            "servers = [p for p in kids if b'forkserver' in open(f'/proc/{p}/cmdline', 'rb').read()]; "
-            "print(rc, [(os.readlink(f'/proc/{p}/fd/1'), os.readlink(f'/proc/{p}/fd/2')) for p in servers])")
-    env = dict(os.environ, EDGEBUILD_STEP_MODULES="fakesteps", PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]),
-               EDGEBUILD_HOST_GPU="none", EDGEBUILD_HOST_TENSORRT="none")
-    r = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=env, capture_output=True, text=True, timeout=120)
+    code = """if True:
+        import os
+        from edgebuild.cli import main
+        rc = main(['run', 'recipe.yaml'])
+        servers = []
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:   # a process may end between the listing and the reading
+                ppid = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1]
+                if ppid == str(os.getpid()) and b'forkserver' in open(f'/proc/{pid}/cmdline', 'rb').read():
+                    servers.append((os.readlink(f'/proc/{pid}/fd/1'), os.readlink(f'/proc/{pid}/fd/2')))
+            except OSError:
+                pass
+        print(rc, servers)
+    """
+    r = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=project.env(), capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "0 [('/dev/null', '/dev/null')]"
 
