@@ -164,8 +164,10 @@ def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]
 
 
 def _select(r: Any, t: str, v: Verdict) -> None:
+    order = r.ship[t]
     cands = [{"step": sid, "passed": a["passed"], "failures": [x.describe() for x in a["_failed"]],
-              "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"]} for sid, a in v.artifacts.items()]
+              "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"]}
+             for sid, a in sorted(v.artifacts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))]
     chosen, records = select(r.best[t], cands)
     v.selection = {"by": r.best[t], "chosen": chosen, "candidates": records}
     v.ship = [chosen] if chosen else []
@@ -185,14 +187,24 @@ def _hint(x: Result) -> str:
             "accuracy": "this variant loses accuracy: try another quantization, or ship the FP32 model"}[x.check]
 
 
+# Latencies within this fraction of the fastest candidate's count as a tie: run-to-run spread of a p95
+# on a busy host is several percent, and a choice that flips between two builds is worse than none.
+TIE = 0.05
+
+
 def select(by: str, candidates: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
     """Pick the best passing candidate by p95 latency or size; say for each why it lost.
 
-    Each candidate: {"step", "passed", "failures": [str], "latency": p95, "size": bytes}.
+    Each candidate: {"step", "passed", "failures": [str], "latency": p95, "size": bytes}, in the order of
+    the recipe's `best:` list. By latency, candidates within TIE of the fastest are equally fast and the
+    one listed first wins (the recipe's order is the user's preference); sizes are exact.
     """
     passing = [c for c in candidates if c["passed"]]
     key = (lambda c: c["latency"]) if by == "latency" else (lambda c: c["size"])
-    best = min(passing, key=key) if passing else None
+    fastest = min(passing, key=key) if passing else None
+    best = fastest
+    if fastest is not None and by == "latency":
+        best = next(c for c in passing if key(c) <= key(fastest) * (1 + TIE))
     out = []
     for c in candidates:
         value = key(c)
@@ -202,7 +214,12 @@ def select(by: str, candidates: list[dict[str, Any]]) -> tuple[str | None, list[
             why = "failed: " + "; ".join(c["failures"])
         else:
             assert best is not None
-            what = f"{value:.3g} ms vs {key(best):.3g} ms" if by == "latency" else f"{value} vs {key(best)} bytes"
-            why = f"{'slower' if by == 'latency' else 'larger'} than {best['step']} ({what})"
+            if by == "size":
+                why = f"larger than {best['step']} ({value} vs {key(best)} bytes)"
+            elif value <= key(fastest) * (1 + TIE):   # type: ignore[index]
+                why = (f"as fast as {best['step']} within {TIE:.0%} ({value:.3g} ms vs {key(best):.3g} ms), "
+                       f"which comes first in best:")
+            else:
+                why = f"slower than {best['step']} ({value:.3g} ms vs {key(best):.3g} ms)"
         out.append({"step": c["step"], "passed": c["passed"], "value": value, "why": why})
     return (best["step"] if best else None), out

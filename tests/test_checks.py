@@ -124,3 +124,24 @@ def test_bad_checks_are_located_errors_before_anything_builds(project: Path, che
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert next(x for x in r.stderr.splitlines() if ": error: " in x) == first
     assert not (project / ".edgebuild" / "cache" / "objects").exists()
+
+
+def test_selection_by_latency_treats_near_ties_as_ties_and_keeps_the_recipe_order() -> None:
+    """Two candidates within run-to-run noise must not flip between builds: the one listed first wins."""
+    from edgebuild.checks import TIE, select
+
+    def cand(step: str, p95: float, size: int = 100, passed: bool = True) -> dict:
+        return {"step": step, "passed": passed, "failures": [] if passed else ["latency p95 too high"],
+                "latency": p95, "size": size}
+
+    near = 1.0 * (1 + TIE / 2)
+    chosen, why = select("latency", [cand("qdq", near), cand("fp32", 1.0)])
+    assert chosen == "qdq"
+    assert why[1]["why"].startswith("as fast as qdq within 5%") and "comes first in best:" in why[1]["why"]
+    assert select("latency", [cand("fp32", 1.0), cand("qdq", near)])[0] == "fp32"
+    chosen, why = select("latency", [cand("qdq", 1.2), cand("fp32", 1.0)])   # beyond the tie: the fastest
+    assert chosen == "fp32" and why[0]["why"] == "slower than fp32 (1.2 ms vs 1 ms)"
+    chosen, why = select("latency", [cand("int8", 0.5, passed=False), cand("fp32", 1.0)])
+    assert chosen == "fp32" and why[0]["why"] == "failed: latency p95 too high"
+    assert select("size", [cand("a", 1.0, size=101), cand("b", 1.0, size=100)])[0] == "b"   # sizes are exact
+    assert select("latency", [cand("a", 1.0, passed=False)])[0] is None
