@@ -3,7 +3,7 @@ and which candidate ships when a target asks for the best one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgebuild.errors import Problem
@@ -71,7 +71,7 @@ def measure_params(r: Any, target: Any) -> dict[str, Any]:
 @dataclass
 class Result:
     check: str
-    value: float
+    value: float | None       # None: could not be measured (then it fails)
     limit: float
     unit: str
     passed: bool
@@ -82,6 +82,8 @@ class Result:
         """'p95 latency 63.1 ms > 50 ms' for a failure, with <= / >= when it passed."""
         bad = {"<=": ">", ">=": "<"}[self.op]
         unit = f" {self.unit}" if self.unit else ""
+        if self.value is None:
+            return f"{self.what} cannot be measured (limit {self.op} {self.limit:g}{unit})"
         return f"{self.what} {self.value:g}{unit} {self.op if self.passed else bad} {self.limit:g}{unit}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,9 +95,9 @@ def evaluate(r: Any, target: Any, size_bytes: int, facts: dict[str, Any]) -> lis
     """Compare one artifact's measurements with the recipe's checks and the target's budgets."""
     budgets, c, out = target.data.get("budgets", {}), r.checks, []
 
-    def add(check: str, what: str, value: float, limit: float | None, unit: str = "", op: str = "<=") -> None:
+    def add(check: str, what: str, value: float | None, limit: float | None, unit: str = "", op: str = "<=") -> None:
         if limit is not None:
-            ok = value <= limit if op == "<=" else value >= limit
+            ok = value is not None and (value <= limit if op == "<=" else value >= limit)
             out.append(Result(check, value, limit, unit, ok, what, op))
 
     if "latency" in c:
@@ -107,9 +109,13 @@ def evaluate(r: Any, target: Any, size_bytes: int, facts: dict[str, Any]) -> lis
     fid, cf = facts.get("fidelity", {}), c.get("fidelity") or {}
     if "argmax_agreement" in fid:
         add("fidelity", "argmax agreement", fid["argmax_agreement"], cf.get("min_agreement"), op=">=")
-    if fid:
+    if "cosine" in fid:
         add("fidelity", "cosine similarity", fid["cosine"], cf.get("min_cosine"), op=">=")
         add("fidelity", "max abs error", fid["max_abs_error"], cf.get("max_abs_error"))
+    elif fid:   # no float output of the same shape in both models: a numeric limit cannot pass
+        none = " (no float output has the same shape in both models)"
+        add("fidelity", "cosine similarity" + none, None, cf.get("min_cosine"), op=">=")
+        add("fidelity", "max abs error" + none, None, cf.get("max_abs_error"))
     if "metric" in fid and "metric" in cf:
         key, limit = ("min", cf["min"]) if "min" in cf else ("max", cf.get("max"))
         add("fidelity", fid["metric"]["spec"], fid["metric"]["value"], limit, op=">=" if key == "min" else "<=")
@@ -126,6 +132,7 @@ class Verdict:
     failures: list[Problem]
     selection: dict[str, Any] | None = None
     ship: list[str] | None = None               # step ids to publish (None: all shipped ones)
+    lost: dict[str, str] = field(default_factory=dict)   # `best:` candidate -> why it was not measured
 
 
 def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]:
@@ -137,10 +144,14 @@ def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]
         target = r.target(t)
         arts: dict[str, dict[str, Any]] = {}
         failures: list[Problem] = []
+        lost: dict[str, str] = {}
         for sid, nid in shipped:
             mid = f"check:{sid}@{t}"
             o = outcomes.get(mid)
             if mid not in plan.nodes or o is None or o.status not in ("cached", "built"):
+                why = _not_measured(outcomes.get(nid), o, nid) if mid in plan.nodes else None
+                if why:
+                    lost[sid] = why
                 continue
             facts = dict(o.info)
             host = facts.pop("host", "unknown")
@@ -149,7 +160,7 @@ def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]
             arts[sid] = {"host": host, "measurements": dict(facts, size_mb=round(size / 1e6, 4)),
                          "results": [x.as_dict() for x in results], "passed": all(x.passed for x in results),
                          "_failed": [x for x in results if not x.passed], "_size": size}
-        v = Verdict(arts, failures)
+        v = Verdict(arts, failures, lost=lost)
         if t in r.best:
             _select(r, t, v)
         else:
@@ -163,11 +174,22 @@ def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]
     return out
 
 
+def _not_measured(step: Any, measure: Any, node: str) -> str | None:
+    """Why a candidate has no measurements: its step failed or was not run, or its measurement failed."""
+    for o, what in ((step, f"step '{node}'"), (measure, "its measurement")):
+        if o is not None and o.status == "failed":
+            return f"{what} failed: {o.message}"
+        if o is not None and o.status == "skipped":
+            return f"{what} was not run: {o.message.removeprefix('not run: ')}"
+    return None
+
+
 def _select(r: Any, t: str, v: Verdict) -> None:
     order = r.ship[t]
     cands = [{"step": sid, "passed": a["passed"], "failures": [x.describe() for x in a["_failed"]],
-              "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"]}
-             for sid, a in sorted(v.artifacts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))]
+              "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"]} for sid, a in v.artifacts.items()]
+    cands += [{"step": sid, "passed": False, "failures": [why], "latency": None, "size": None} for sid, why in v.lost.items()]
+    cands.sort(key=lambda c: order.index(c["step"]) if c["step"] in order else len(order))
     chosen, records = select(r.best[t], cands)
     v.selection = {"by": r.best[t], "chosen": chosen, "candidates": records}
     v.ship = [chosen] if chosen else []

@@ -64,7 +64,7 @@ class Executor:
                     outcome = fut.result()
                     self.outcomes[node.id] = outcome
                     self.reporter.finished(node, outcome)
-                    stop = stop or (outcome.status == "failed" and not self.keep_going)
+                    stop = stop or (outcome.status == "failed" and not self.keep_going and not node.optional)
         shut_down()
         for node in pending.values():
             self.outcomes[node.id] = Outcome(node.id, "skipped", message="not run: an earlier step failed")

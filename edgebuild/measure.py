@@ -20,7 +20,7 @@ MEASURE_REF = "edgebuild.measure:Measure"
 
 class Measure(StepKind):
     name = "measure"
-    version = 1
+    version = 2
     summary = "Measure an ONNX artifact on this host: latency with the target's threads, peak memory, fidelity, accuracy."
     params = {
         "threads": {"type": "integer", "description": "intra-op threads (the target's cpu.threads)"},
@@ -69,8 +69,8 @@ class Measure(StepKind):
             cand_out, ref_out = _outputs(sess, ctx.data[data_name], names, limit), _outputs(ref, ctx.data[data_name], names, limit)
             facts["fidelity"] = dict(data=data_name, **compare(ref_out, cand_out))
             if p["fidelity_metric"]:
-                facts["fidelity"]["metric"] = _metric(p["fidelity_metric"], ref_out, cand_out, ctx.data[data_name],
-                                                      limit, ctx.recipe_dir)
+                facts["fidelity"]["metric"] = _metric(p["fidelity_metric"], _joined(ref_out), _joined(cand_out),
+                                                      ctx.data[data_name], limit, ctx.recipe_dir)
             if p["accuracy_data"]:
                 facts["accuracy"] = _accuracy(sess, ref, ctx.data[p["accuracy_data"]], names, p["accuracy_data"])
         return facts
@@ -128,7 +128,9 @@ def _latency(sess: Any, feed: dict[str, Any], warmup: int, runs: int, threads: i
             "min": round(float(a.min()), 4), "max": round(float(a.max()), 4), "runs": len(times), "threads": threads}
 
 
-def _outputs(sess: Any, data: Path, names: list[str], limit: int | None) -> dict[str, Any]:
+def _outputs(sess: Any, data: Path, names: list[str], limit: int | None) -> dict[str, list[Any]]:
+    """Output name -> its value for each sample, as the model gave it (dtype and shape kept: a detector's
+    NonMaxSuppression output has a different length for each sample, and maybe in each model)."""
     import numpy as np
 
     from edgebuild import datasets
@@ -136,28 +138,59 @@ def _outputs(sess: Any, data: Path, names: list[str], limit: int | None) -> dict
     outs: dict[str, list[Any]] = {o.name: [] for o in sess.get_outputs()}
     for feed in datasets.feeds(data, names, limit):
         for o, v in zip(outs, sess.run(None, feed)):
-            outs[o].append(np.asarray(v, dtype=np.float64) if np.asarray(v).dtype != bool else np.asarray(v))
+            outs[o].append(np.asarray(v))
+    return outs
+
+
+def _joined(outs: dict[str, list[Any]]) -> dict[str, Any]:
+    """Each output's samples joined along axis 0, the form task metrics take."""
+    import numpy as np
+
     return {k: np.concatenate(v) if v and v[0].ndim else np.stack(v) for k, v in outs.items()}
 
 
-def compare(ref: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
-    """Argmax agreement (first output, last axis), max/mean abs error and cosine similarity over all outputs."""
+def compare(ref: dict[str, list[Any]], cand: dict[str, list[Any]]) -> dict[str, Any]:
+    """How closely the candidate's outputs follow the reference's, sample by sample.
+
+    Float outputs whose shapes agree in every sample are compared numerically, all together: max/mean
+    abs error and cosine similarity; argmax agreement is over the last axis of the first of them.
+    Other outputs (integer or boolean ones such as class ids, and outputs whose size depends on the
+    data, such as NonMaxSuppression's) are compared for exact equality per sample, under `exact`:
+    mixing a class id into an abs error would make it meaningless.
+    """
     import numpy as np
 
-    r = np.concatenate([np.ravel(ref[k]).astype(np.float64) for k in ref])
-    c = np.concatenate([np.ravel(cand[k]).astype(np.float64) for k in ref])
-    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
-    out = {"samples": int(next(iter(ref.values())).shape[0]),
-           "max_abs_error": float(f"{float(np.max(np.abs(r - c))):.4g}"),
-           "mean_abs_error": float(f"{float(np.mean(np.abs(r - c))):.4g}"),
-           "cosine": round(float(r @ c) / denom, 6) if denom else (1.0 if np.allclose(r, c) else 0.0)}
-    first = next(iter(ref))
-    if ref[first].ndim >= 2 and ref[first].shape[-1] > 1:
-        out["argmax_agreement"] = round(float(np.mean(ref[first].argmax(-1) == cand[first].argmax(-1))), 6)
+    samples = len(next(iter(ref.values()), []))
+    numeric, exact = [], {}
+    for k in ref:
+        r, c = ref[k], cand[k]
+        shapes_differ = sum(a.shape != b.shape for a, b in zip(r, c))
+        if r and r[0].dtype.kind == "f" and not shapes_differ:
+            numeric.append(k)
+            continue
+        same = sum(a.shape == b.shape and bool(np.array_equal(a, b)) for a, b in zip(r, c))
+        exact[k] = {"dtype": str(r[0].dtype) if r else "unknown", "same": round(same / max(len(r), 1), 6)}
+        if shapes_differ:
+            exact[k]["shape_differs"] = shapes_differ
+    out: dict[str, Any] = {"samples": samples}
+    if numeric:
+        rv = np.concatenate([np.ravel(a).astype(np.float64) for k in numeric for a in ref[k]])
+        cv = np.concatenate([np.ravel(a).astype(np.float64) for k in numeric for a in cand[k]])
+        denom = float(np.linalg.norm(rv) * np.linalg.norm(cv))
+        out.update({"max_abs_error": float(f"{float(np.max(np.abs(rv - cv))) if rv.size else 0.0:.4g}"),
+                    "mean_abs_error": float(f"{float(np.mean(np.abs(rv - cv))) if rv.size else 0.0:.4g}"),
+                    "cosine": round(float(rv @ cv) / denom, 6) if denom else (1.0 if np.allclose(rv, cv) else 0.0)})
+        first = numeric[0]
+        if ref[first] and ref[first][0].ndim >= 2 and ref[first][0].shape[-1] > 1:
+            agree = np.concatenate([np.ravel(a.argmax(-1) == b.argmax(-1)) for a, b in zip(ref[first], cand[first])])
+            out["argmax_agreement"] = round(float(np.mean(agree)), 6)
+    if exact:
+        out["exact"] = exact
     return out
 
 
 def _accuracy(sess: Any, ref: Any, data: Path, names: list[str], name: str) -> dict[str, Any]:
+    """Top-1 accuracy against the dataset's labels (one per sample): the argmax of each sample's first output."""
     import numpy as np
 
     from edgebuild import datasets
@@ -166,7 +199,7 @@ def _accuracy(sess: Any, ref: Any, data: Path, names: list[str], name: str) -> d
     acc = []
     for s in (ref, sess):
         first = _outputs(s, data, names, None)[s.get_outputs()[0].name]
-        pred = first.reshape(first.shape[0], -1).argmax(-1)
+        pred = np.array([int(np.ravel(a).argmax()) for a in first])
         acc.append(float(np.mean(pred == labels[: len(pred)])))
     return {"data": name, "reference": round(acc[0], 6), "candidate": round(acc[1], 6), "drop": round(acc[0] - acc[1], 6)}
 

@@ -13,6 +13,8 @@ Built-in metrics (`on OUTPUT[INDEX]` selects what they see: `on det[:, 4:]` is o
 first four channels; the index is numpy basic indexing over the stacked array, axis 0 = samples)::
 
     cosine              cosine similarity of all (selected) outputs, flattened             higher is better
+                        ("all": every float output, when the model has one; integer
+                        outputs such as class ids are left out)
     max_abs_error       largest |reference - candidate| over all (selected) outputs        lower is better
     mean_abs_error      mean |reference - candidate|                                       lower is better
     argmax              share of rows whose argmax over the last axis agrees               higher is better
@@ -202,8 +204,8 @@ def evaluate(metric_spec: str, reference: dict[str, Any], candidate: dict[str, A
         names = [output]
     elif name in ("argmax", "topk"):
         names = [next(iter(reference))]
-    else:
-        names = list(reference)
+    else:   # every float output: an integer output (a class id, an index) has no meaningful error or cosine
+        names = [k for k in reference if np.asarray(reference[k]).dtype.kind == "f"] or list(reference)
     ref = [_as_float(np, reference[k]) for k in names]
     cand = [_as_float(np, candidate[k]) for k in names]
     for k, r, c in zip(names, ref, cand):

@@ -35,6 +35,7 @@ class Node:
     status: str = "run"            # "cached" | "run" | "deferred"
     reasons: list[str] = field(default_factory=list)
     deferred: str | None = None    # why this host cannot build it (it must be built on a matching host)
+    optional: bool = False         # only `best:` candidates need it: its failure loses a candidate, not the build
 
 
 @dataclass
@@ -90,6 +91,7 @@ def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Pl
     for t in selected:
         plan.ship[t] = [(sid, f"{sid}@{t}" if specific[sid] else sid) for sid in recipe.ship.get(t, [])]
     _add_measurements(plan)
+    _mark_optional(plan)
     from edgebuild import compat
 
     errors, warnings = compat.check(plan)
@@ -136,6 +138,22 @@ def _add_measurements(plan: Plan) -> None:
             up = plan.nodes[nid]
             plan.nodes[f"check:{sid}@{t}"] = Node(f"check:{sid}@{t}", spec, target, nid, [t], up.ir_version,
                                                   up.max_opset, refs=refs, kind_ref=MEASURE_REF)
+
+
+def _mark_optional(plan: Plan) -> None:
+    """Nodes that only `best:` selections need are optional: when one fails, its candidate loses (the
+    manifest says why) and the build goes on; what a target ships directly, and its checks, is required."""
+    required: set[str] = set()
+    todo = [nid for t, shipped in plan.ship.items() if t not in plan.recipe.best
+            for sid, n in shipped for nid in (n, f"check:{sid}@{t}") if nid in plan.nodes]
+    while todo:
+        nid = todo.pop()
+        if nid not in required:
+            required.add(nid)
+            node = plan.nodes[nid]
+            todo += [d for d in [node.upstream, *node.refs.values()] if d]
+    for node in plan.nodes.values():
+        node.optional = node.id not in required
 
 
 def _root(plan: Plan, node_id: str) -> str:

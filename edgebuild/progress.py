@@ -82,7 +82,8 @@ def make(plan: Plan, quiet: bool = False) -> PlainReporter:
 
 def print_totals(plan: Plan, outcomes: dict[str, Outcome], out: Path, seconds: float) -> None:
     """One line: what was built and what came from the cache."""
-    counts = {s: sum(1 for o in outcomes.values() if o.status == s) for s in ("built", "cached", "deferred")}
-    deferred = f", {counts['deferred']} deferred" if counts["deferred"] else ""
-    print(f"{plan.recipe.name}: {counts['built']} built, {counts['cached']} cached{deferred} in {seconds:.1f}s; "
+    counts = {s: sum(1 for o in outcomes.values() if o.status == s) for s in ("built", "cached", "deferred", "failed",
+                                                                          "skipped")}
+    extra = "".join(f", {counts[s]} {s}" for s in ("failed", "skipped", "deferred") if counts[s])
+    print(f"{plan.recipe.name}: {counts['built']} built, {counts['cached']} cached{extra} in {seconds:.1f}s; "
           f"manifest: {out / 'manifest.json'}")

@@ -25,10 +25,11 @@ def out_dir(plan: Plan, out: Path | None) -> Path:
 
 
 def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
-            verdicts: dict[str, Any] | None = None) -> dict[str, Any]:
+            verdicts: dict[str, Any] | None = None, published: list[str] | None = None) -> dict[str, Any]:
     """Publish every selected target whose artifacts all built and passed their checks; return the manifest.
 
-    A target that failed keeps what its last good build published (folder and manifest entry).
+    A target that failed keeps what its last good build published (folder and manifest entry). The
+    targets published now are appended to `published`.
     """
     verdicts = verdicts or {}
     out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,8 @@ def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
                 entry["selection"] = dict(v.selection, candidates=[
                     dict(c, checks=v.artifacts.get(c["step"])) for c in v.selection["candidates"]])
         manifest["targets"][tname] = entry
+        if published is not None:
+            published.append(tname)
         for _, nid in shipped:
             for cid in _chain(plan, nid):
                 if not plan.nodes[cid].deferred:

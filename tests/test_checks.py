@@ -145,3 +145,110 @@ def test_selection_by_latency_treats_near_ties_as_ties_and_keeps_the_recipe_orde
     assert chosen == "fp32" and why[0]["why"] == "failed: latency p95 too high"
     assert select("size", [cand("a", 1.0, size=101), cand("b", 1.0, size=100)])[0] == "b"   # sizes are exact
     assert select("latency", [cand("a", 1.0, passed=False)])[0] is None
+
+
+def detector(path: Path) -> None:
+    """Scores (float), a sequence-first map [T, batch, C], and NonMaxSuppression's selected boxes, whose
+    count depends on the data (and may differ between the reference and a quantized candidate)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    w1, w2 = rng.standard_normal((16, 20)).astype(np.float32), rng.standard_normal((16, 5)).astype(np.float32)
+    const = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)   # noqa: E731
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+         helper.make_node("Reshape", ["h", "box_shape"], ["boxes"]),
+         helper.make_node("MatMul", ["x", "w2"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["scores"]),
+         helper.make_node("Unsqueeze", ["scores", "axis1"], ["scores3"]),
+         helper.make_node("NonMaxSuppression", ["boxes", "scores3", "max_out", "iou", "thresh"], ["selected"]),
+         helper.make_node("Reshape", ["h", "seq_shape"], ["hs"]),
+         helper.make_node("Transpose", ["hs"], ["seq"], perm=[1, 0, 2])], "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 5]),
+         helper.make_tensor_value_info("selected", TensorProto.INT64, ["k", 3]),
+         helper.make_tensor_value_info("seq", TensorProto.FLOAT, [4, "batch", 5])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), const("box_shape", [-1, 5, 4]),
+         const("seq_shape", [-1, 4, 5]), const("axis1", [1]), const("max_out", [5]),
+         numpy_helper.from_array(np.array([0.3], np.float32), "iou"),
+         numpy_helper.from_array(np.array([0.5], np.float32), "thresh")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(path))
+
+
+def test_fidelity_of_a_detector_with_data_dependent_and_integer_outputs(tmp_path: Path) -> None:
+    detector(tmp_path / "det.onnx")
+    np.savez(tmp_path / "eval.npz", x=np.random.default_rng(3).standard_normal((24, 16)).astype(np.float32))
+    (tmp_path / "recipe.yaml").write_text(textwrap.dedent("""
+        edgebuild: 1
+        name: det
+        model: {onnx: det.onnx}
+        data: {eval: eval.npz}
+        targets: [x86-64]
+        steps:
+          int8: {use: quantize-dynamic}
+        ship:
+          x86-64: {best: [int8], by: latency}
+        checks:
+          fidelity: {data: eval, min_cosine: 0.9}
+    """).lstrip())
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=tmp_path, capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    fid = json.loads((tmp_path / "dist" / "det" / "manifest.json").read_text())[
+        "targets"]["x86-64"]["selection"]["candidates"][0]["checks"]["measurements"]["fidelity"]
+    assert fid["samples"] == 24                           # samples fed, not rows of a [T, batch, C] output
+    assert fid["cosine"] > 0.99 and "selected" not in fid   # scores and seq only: no box indices mixed in
+    assert fid["exact"]["selected"]["dtype"] == "int64" and 0.0 <= fid["exact"]["selected"]["same"] <= 1.0
+    assert "argmax_agreement" in fid                      # over the first float output (scores)
+
+
+def test_compare_keeps_integer_and_ragged_outputs_out_of_the_numeric_errors() -> None:
+    from edgebuild.measure import compare
+
+    ref = {"p": [np.array([[0.1, 0.9]], np.float32)] * 2, "label": [np.array([1]), np.array([1])],
+           "sel": [np.zeros((3, 3), np.int64), np.zeros((2, 3), np.int64)]}
+    cand = {"p": [np.array([[0.2, 0.8]], np.float32)] * 2, "label": [np.array([1]), np.array([0])],
+            "sel": [np.zeros((3, 3), np.int64), np.zeros((1, 3), np.int64)]}
+    out = compare(ref, cand)
+    assert out["samples"] == 2 and out["argmax_agreement"] == 1.0
+    assert abs(out["max_abs_error"] - 0.1) < 1e-6
+    assert out["exact"] == {"label": {"dtype": "int64", "same": 0.5},
+                            "sel": {"dtype": "int64", "same": 0.5, "shape_differs": 1}}
+
+
+def test_a_failed_best_candidate_loses_the_selection_and_the_build_goes_on(project: Path) -> None:
+    body = textwrap.dedent(RECIPE).replace("SHIP", "{best: [strict, opt], by: latency}").replace("CHECKS", "size: {}")
+    body = body.replace("opt: {use: optimize}", "opt: {use: optimize}\n  strict: {use: quantize-static, with: {data: calib, "
+                        "accuracy: {data: eval, metric: max_abs_error, max: 0.0, faster: false}}}")
+    (project / "recipe.yaml").write_text(body.lstrip())
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    warning = next(x for x in r.stderr.splitlines() if ": warning: step 'strict@x86-64'" in x)
+    assert warning.startswith("recipe.yaml:") and "the accuracy goal max_abs_error <= 0 on dataset 'eval' is not met" in warning
+    assert "only a `best:` candidate" in r.stderr
+    sel = manifest(project)["targets"]["x86-64"]["selection"]
+    assert sel["chosen"] == "opt"
+    lost = next(c for c in sel["candidates"] if c["step"] == "strict")
+    assert lost["passed"] is False and lost["why"].startswith("failed: step 'strict@x86-64' failed: the accuracy goal")
+    assert (project / "dist" / "mlp" / "x86-64" / "opt.onnx").exists()
+    # the no-op rerun does not retry it, and says so again
+    again = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
+                           text=True, env=env)
+    assert "up to date" in again.stdout and "`best:` candidate strict failed: step 'strict@x86-64'" in again.stderr
+
+
+def test_a_failed_step_says_which_targets_were_published(project: Path) -> None:
+    r = run(project, "[int8]", "size: {}")
+    assert r.returncode == 0
+    body = (project / "recipe.yaml").read_text().replace("int8: {use: quantize-dynamic}",
+                                                          "int8: {use: quantize-dynamic, with: {op_types: [Conv]}}")
+    (project / "recipe.yaml").write_text(body)
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 1
+    assert "1 step(s) and 0 check(s) failed; nothing was published (kept from the last good build: x86-64)" in r.stderr

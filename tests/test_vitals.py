@@ -65,13 +65,17 @@ def test_checks_measure_every_artifact_and_pick_the_fastest_candidate(built: Pat
     pi = m["targets"]["raspberry-pi-5"]
     sel = pi["selection"]
     assert sel["by"] == "latency" and [c["step"] for c in sel["candidates"]] == ["int8", "qdq", "fp32"]
-    fastest = min((c for c in sel["candidates"] if c["passed"]), key=lambda c: c["value"])
-    assert sel["chosen"] == fastest["step"] and [a["step"] for a in pi["artifacts"]] == [fastest["step"]]
+    from edgebuild.checks import TIE
+
+    passing = [c for c in sel["candidates"] if c["passed"]]   # in the order of best:
+    fastest = min(c["value"] for c in passing)
+    first_of_the_fastest = next(c for c in passing if c["value"] <= fastest * (1 + TIE))
+    assert sel["chosen"] == first_of_the_fastest["step"] and [a["step"] for a in pi["artifacts"]] == [sel["chosen"]]
     for c in sel["candidates"]:
         meas = c["checks"]["measurements"]
         assert meas["latency_ms"]["p50"] <= meas["latency_ms"]["p95"] <= meas["latency_ms"]["p99"]
         assert meas["fidelity"]["samples"] == 500 and meas["accuracy"]["reference"] >= 0.95
-        assert c["why"] == "chosen" or c["why"].startswith(("slower than", "failed:"))
+        assert c["why"] == "chosen" or c["why"].startswith(("slower than", "as fast as", "failed:"))
     x86 = m["targets"]["x86-64"]["artifacts"][0]["checks"]
     assert x86["passed"] and {r["check"] for r in x86["results"]} == {"latency", "size", "fidelity", "accuracy"}
     assert x86["host"] and x86["measurements"]["latency_ms"]["threads"] >= 1
@@ -82,7 +86,8 @@ def test_no_op_rerun_builds_nothing_and_imports_no_heavy_library(built: Path) ->
             "'--out', sys.argv[3]]); print('HEAVY', [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'numpy', "
             "'jsonschema', 'yaml') if m in sys.modules], rc)")
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "recipes" / "vitals.yaml"), str(built / "cache"),
-                        str(built / "dist")], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                        str(built / "dist")], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none"))   # as `built` ran
     assert "up to date" in r.stdout and "HEAVY [] 0" in r.stdout, r.stdout + r.stderr
 
 

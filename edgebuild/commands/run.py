@@ -44,6 +44,7 @@ def _print_noop(rec: dict[str, Any], as_json: bool, seconds: float) -> int:
     s = rec["summary"]
     if not as_json:
         _deferred_warnings(s.get("deferred", []))
+        _lost_warnings(s.get("lost", []))
     if as_json:
         print(json.dumps(dict(s, status="up to date", seconds=round(seconds, 4)), indent=2))
     else:
@@ -74,17 +75,28 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
 
     verdicts = checks.judge(plan, cache, outcomes)
     out = publish.out_dir(plan, args.out)
-    manifest = publish.publish(plan, cache, outcomes, out, verdicts)
+    published: list[str] = []
+    manifest = publish.publish(plan, cache, outcomes, out, verdicts, published)
     publish.write_build_log(out, plan, outcomes, t0)
     cache.stats.save()
     _write_history(plan, cache, outcomes, args.recipe)
-    failures = [o for o in outcomes.values() if o.status == "failed"]
+    failures = [o for o in outcomes.values() if o.status == "failed" and not plan.nodes[o.node].optional]
+    for o in outcomes.values():   # a `best:` candidate that failed lost the selection; the build goes on
+        if o.status == "failed" and plan.nodes[o.node].optional:
+            p = _failure(plan, o)
+            p.severity = "warning"
+            p.message += "\n  it was only a `best:` candidate: the selection goes on without it (see the manifest)"
+            print(p.render(), file=sys.stderr)
     failed_checks = [p for v in verdicts.values() for p in v.failures]
     if failures or failed_checks:
         _print_table(manifest, plan, args.json)
+        kept = sorted(t for t in plan.selected if t not in published and t in manifest["targets"])
+        where = (f"published to {out}: {', '.join(sorted(published))}" if published else "nothing was published")
+        if kept:
+            where += f" (kept from the last good build: {', '.join(kept)})"
         raise BuildFailed([_failure(plan, o) for o in failures] + failed_checks +
-                          [Problem(f"{len(failures)} step(s) and {len(failed_checks)} check(s) failed; targets that passed "
-                                   f"were published to {out}; built steps and measurements stay cached", severity="note")])
+                          [Problem(f"{len(failures)} step(s) and {len(failed_checks)} check(s) failed; {where}; "
+                                   f"built steps and measurements stay cached", severity="note")])
     summary = _summary(plan, manifest, out)
     _deferred_warnings(summary["deferred"])
     if args.strict and summary["deferred"]:
@@ -123,7 +135,15 @@ def _summary(plan: Any, manifest: dict[str, Any], out: Path) -> dict[str, Any]:
     chosen = {t: v for t, v in manifest["targets"].items() if t in plan.selected}
     return {"name": plan.recipe.name, "manifest": os.path.relpath(out / "manifest.json"),
             "artifacts": {t: [a["path"] for a in v["artifacts"]] for t, v in chosen.items()},
-            "deferred": [dict(d, target=t) for t, v in chosen.items() for d in v.get("deferred", [])]}
+            "deferred": [dict(d, target=t) for t, v in chosen.items() for d in v.get("deferred", [])],
+            "lost": [{"target": t, "step": c["step"], "why": c["why"]} for t, v in chosen.items()
+                     for c in (v.get("selection") or {}).get("candidates", []) if c.get("checks") is None]}
+
+
+def _lost_warnings(lost: list[dict[str, Any]]) -> None:
+    """Repeated by a no-op run: a `best:` candidate whose step failed is not retried until something changes."""
+    for d in lost:
+        print(f"warning: {d['target']}: `best:` candidate {d['step']} {d['why']}", file=sys.stderr)
 
 
 def _deferred_warnings(deferred: list[dict[str, Any]]) -> None:

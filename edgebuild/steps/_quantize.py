@@ -840,7 +840,17 @@ class AccuracySearch:
                 return c
         cand = Candidate(method, per_channel, excluded)
         self.tried.append(cand)
-        model = self.build(method, per_channel, excluded)
+        try:
+            model = self.build(method, per_channel, excluded)
+        except StepError as exc:
+            if len(self.tried) == 1:   # the step's own settings: their failure is the step's
+                raise
+            # another method the search tries (e.g. percentile calibration on a model whose attention mask
+            # puts -inf into a tensor) is a candidate that missed, not the end of the search
+            cand.note = f"failed: {exc.message}"
+            self.ctx.log.warning("candidate %s per_channel=%s float=%d failed: %s", method or "dynamic", per_channel,
+                                 len(excluded), exc.message)
+            return cand
         if model is None:
             cand.note = "no node quantized"
             self.ctx.log.info("candidate %s per_channel=%s float=%d: no node quantized", method, per_channel, len(excluded))
