@@ -1,7 +1,9 @@
 """Recipe datasets: one .npz per dataset, one array per model input (by name) plus optional `labels`.
 
-Samples lie along the first axis of every array and are fed one at a time as a batch of one
-(`array[i:i+1]`). `inspect()` reads shapes and dtypes from the .npy headers inside the zip without
+Samples lie along the first axis of every array and are fed one at a time: as a batch of one
+(`array[i:i+1]`: `[N, 32]` for an input `[batch, 32]`), or, for an input whose first dim is not
+symbolic, row by row (`array[i]`) when the array has one axis more than the input (`[N, 32]` for an
+input `[32]` without a batch dim, `[N, 4, 32]` for a fixed `[4, 32]`). `inspect()` reads shapes and dtypes from the .npy headers inside the zip without
 loading any array, so plan-time checks stay cheap even for large calibration sets.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,15 +75,30 @@ def count(path: str | Path, input_names: Sequence[str]) -> int:
     return min((arrays[n][0][0] if arrays[n][0] else 0) for n in input_names) if input_names else 0
 
 
-def feeds(path: str | Path, input_names: Sequence[str], limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Yield each sample as {input name: array[i:i+1]}, the first `limit` samples (all when None).
+def sample_shape(array_shape: Sequence[int], input_shape: Sequence[Any] | None) -> tuple[int, ...]:
+    """The shape of one sample fed from an array of this shape to an input of this shape (see above)."""
+    return tuple(array_shape[1:]) if _by_row(len(array_shape), input_shape) else (1, *array_shape[1:])
 
+
+def _by_row(array_rank: int, input_shape: Sequence[Any] | None) -> bool:
+    if input_shape is None or array_rank != len(input_shape) + 1:
+        return False
+    return not (input_shape and isinstance(input_shape[0], str))   # a symbolic first dim is the batch
+
+
+def feeds(path: str | Path, inputs: Sequence[str] | Mapping[str, Any], limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Yield each sample as {input name: array[i:i+1] or array[i]}, the first `limit` samples (all when None).
+
+    `inputs` names the model inputs, or maps them to their specs ({"shape": [...]}, as in a recipe's
+    `model.inputs`): with the shape known, an array with one axis more than an input without a
+    symbolic first dim is fed row by row.
     Each named array is read once, when the iterator starts; a name the .npz lacks is a KeyError
     naming what the file has.
     """
     import numpy as np
 
-    names = list(input_names)
+    names = list(inputs)
+    shapes = {n: _shape(inputs[n]) for n in names} if isinstance(inputs, Mapping) else {}
     with np.load(Path(path), allow_pickle=False) as npz:
         missing = [n for n in names if n not in npz.files]
         if missing:
@@ -91,8 +108,14 @@ def feeds(path: str | Path, input_names: Sequence[str], limit: int | None = None
     n = min((a.shape[0] if a.ndim else 0) for a in arrays.values()) if arrays else 0
     if limit is not None:
         n = min(n, max(int(limit), 0))
+    rows = {name: _by_row(a.ndim, shapes.get(name)) for name, a in arrays.items()}
     for i in range(n):
-        yield {name: np.ascontiguousarray(a[i:i + 1]) for name, a in arrays.items()}
+        yield {name: np.ascontiguousarray(a[i] if rows[name] else a[i:i + 1]) for name, a in arrays.items()}
+
+
+def _shape(spec: Any) -> list[Any] | None:
+    shape = spec.get("shape") if isinstance(spec, Mapping) else spec
+    return list(shape) if isinstance(shape, (list, tuple)) else None
 
 
 def load_labels(path: str | Path) -> np.ndarray | None:

@@ -54,7 +54,7 @@ class Measure(StepKind):
         p = ctx.params
         base_rss = _rss_mb()
         sess = _session(ort, ctx.input_model, p["threads"])
-        names = [i.name for i in sess.get_inputs()]
+        names = {i.name: {"shape": list(i.shape)} for i in sess.get_inputs()}
         first = p["fidelity_data"] or p["accuracy_data"]
         feed = next(datasets.feeds(ctx.data[first], names, 1)) if first else _synthetic(sess, np)
         facts: dict[str, Any] = {"host": host_cpu(), "latency_ms": _latency(sess, feed, p["warmup"], p["runs"], p["threads"])}
@@ -128,7 +128,7 @@ def _latency(sess: Any, feed: dict[str, Any], warmup: int, runs: int, threads: i
             "min": round(float(a.min()), 4), "max": round(float(a.max()), 4), "runs": len(times), "threads": threads}
 
 
-def _outputs(sess: Any, data: Path, names: list[str], limit: int | None) -> dict[str, list[Any]]:
+def _outputs(sess: Any, data: Path, names: dict[str, Any], limit: int | None) -> dict[str, list[Any]]:
     """Output name -> its value for each sample, as the model gave it (dtype and shape kept: a detector's
     NonMaxSuppression output has a different length for each sample, and maybe in each model)."""
     import numpy as np
@@ -189,7 +189,7 @@ def compare(ref: dict[str, list[Any]], cand: dict[str, list[Any]]) -> dict[str, 
     return out
 
 
-def _accuracy(sess: Any, ref: Any, data: Path, names: list[str], name: str) -> dict[str, Any]:
+def _accuracy(sess: Any, ref: Any, data: Path, names: dict[str, Any], name: str) -> dict[str, Any]:
     """Top-1 accuracy against the dataset's labels (one per sample): the argmax of each sample's first output."""
     import numpy as np
 

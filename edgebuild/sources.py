@@ -161,7 +161,7 @@ def check_dataset(name: str, path: Path, inputs: dict[str, dict[str, Any]], wher
         return [Problem(f"dataset '{name}' is not a readable .npz file: {exc}", where,
                         "write it with numpy.savez(path, **{input_name: array, 'labels': labels})")]
     problems = []
-    counts = set()
+    counts: dict[str, int] = {}
     for inp, spec in inputs.items():
         if inp not in arrays:
             have = ", ".join(sorted(arrays)) or "no arrays"
@@ -169,26 +169,79 @@ def check_dataset(name: str, path: Path, inputs: dict[str, dict[str, Any]], wher
                                     "save one array per model input, named after the input"))
             continue
         shape, dtype = arrays[inp]
-        counts.add(shape[0] if shape else 0)
+        counts[inp] = shape[0] if shape else 0
         want = spec.get("dtype", "float32")
         if dtype != want:
             problems.append(Problem(f"dataset '{name}': array '{inp}' has dtype {dtype}, model input '{inp}' takes {want}",
                                     where, f"convert it with array.astype('{want}') before saving"))
         problems += _shape_problems(name, inp, shape, spec["shape"], where)
-    if "labels" in arrays and counts and arrays["labels"][0][:1] != (min(counts),):
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"'{k}' {v}" for k, v in counts.items())
+        problems.append(Problem(f"dataset '{name}': the input arrays hold different numbers of samples ({listed})", where,
+                                "every array holds the same samples along its first axis: sample i of each belongs together"))
+    problems += _shared_dim_problems(name, {k: arrays[k][0] for k in counts}, inputs, where)
+    if "labels" in arrays and counts and arrays["labels"][0][:1] != (min(counts.values()),):
         problems.append(Problem(f"dataset '{name}': 'labels' has {arrays['labels'][0][0] if arrays['labels'][0] else 0} rows "
-                                f"but the inputs have {min(counts)} samples", where))
+                                f"but the inputs have {min(counts.values())} samples", where,
+                                "save one label per sample: labels of shape [N] for N samples"))
     return problems
 
 
+def _shared_dim_problems(name: str, shapes: dict[str, tuple[int, ...]], inputs: dict[str, Any],
+                         where: Location) -> list[Problem]:
+    """Inputs that share a symbolic dim (input_ids and attention_mask: [batch, seq]) must get the same size
+    for it from the dataset, or the model fails inside ONNX Runtime with a bare shape error."""
+    from edgebuild import datasets
+
+    seen: dict[str, tuple[str, int]] = {}
+    problems = []
+    for inp, shape in shapes.items():
+        want = inputs[inp]["shape"]
+        sample = datasets.sample_shape(shape, want)
+        if len(sample) != len(want):
+            continue
+        for dim, size in zip(want, sample):
+            if not isinstance(dim, str):
+                continue
+            if dim in seen and seen[dim][1] != size:
+                other, other_size = seen[dim]
+                problems.append(Problem(f"dataset '{name}': inputs '{other}' and '{inp}' share the dim '{dim}' but their "
+                                        f"samples give it {other_size} and {size}", where,
+                                        f"pad or cut both arrays to the same '{dim}' size"))
+            seen.setdefault(dim, (inp, size))
+    return problems
+
+
+def _dims(dims: list[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _shapes_that_fit(want: list[Any]) -> str:
+    if want and isinstance(want[0], str):
+        return f"{_dims(['N', *want[1:]])} (each sample fed as a batch of one)"
+    return f"{_dims(['N', *want])} (fed row by row)" + (f" or {_dims(['N', *want[1:]])}" if want[:1] == [1] else "")
+
+
+def _override_hint(inp: str, want: list[Any]) -> str:
+    if want and isinstance(want[0], int):
+        return (f"; to feed other batch sizes, make the first dim symbolic: "
+                f"model.inputs.{inp}.shape: {_dims(['batch', *want[1:]])}")
+    return ""
+
+
 def _shape_problems(name: str, inp: str, shape: tuple[int, ...], want: list[Any], where: Location) -> list[Problem]:
-    # samples lie along the first axis and are fed as batches of one: sample shape = (1, *shape[1:])
-    sample = (1, *shape[1:])
+    # samples lie along the first axis: fed as batches of one (array[i:i+1]) when the array has the input's
+    # rank, row by row (array[i]) when it has one axis more (see edgebuild.datasets)
+    from edgebuild import datasets
+
     if len(shape) == 0 or shape[0] == 0:
         return [Problem(f"dataset '{name}': array '{inp}' holds no samples", where)]
+    sample = datasets.sample_shape(shape, want)
     if len(sample) != len(want) or any(isinstance(w, int) and w != s for w, s in zip(want, sample)):
         shown = "[" + ", ".join(str(w) for w in want) + "]"
-        return [Problem(f"dataset '{name}': array '{inp}' has shape {list(shape)}; each sample fed as array[i:i+1] "
+        how = "array[i:i+1]" if sample[:1] == (1,) and len(sample) == len(shape) else "array[i]"
+        return [Problem(f"dataset '{name}': array '{inp}' has shape {list(shape)}; each sample fed as {how} "
                         f"has shape {list(sample)}, which does not fit the input shape {shown}", where,
-                        "samples go along the first axis: an array of shape [N, *input dims after the batch dim]")]
+                        f"samples go along the first axis: an array of shape {_shapes_that_fit(want)}"
+                        f"{_override_hint(inp, want)}")]
     return []

@@ -818,7 +818,7 @@ class AccuracySearch:
         self.n = min(goal.samples, datasets.count(path, names))
         if self.n == 0:
             raise StepError(f"dataset '{goal.data}' holds no samples", recipe_path=("data", goal.data))
-        self.feeds = list(cast_feeds(datasets.feeds(path, names, limit=self.n), specs))
+        self.feeds = list(cast_feeds(datasets.feeds(path, {k: specs[k] for k in names}, limit=self.n), specs))
         self.timing_feed = self.feeds[0]
         with np.load(path, allow_pickle=False) as npz:
             self.data = {k: npz[k][: self.n] if npz[k].ndim else npz[k] for k in npz.files}
@@ -988,7 +988,7 @@ def sensitivity_feeds(path: Path, model: Any, limit: int = SENSITIVITY_SAMPLES) 
     from edgebuild import datasets
 
     specs = _graph_inputs(model)
-    return list(cast_feeds(datasets.feeds(path, list(specs), limit=limit), specs))
+    return list(cast_feeds(datasets.feeds(path, specs, limit=limit), specs))
 
 
 # -- the `accuracy:` parameter (plan time: no heavy imports) -----------------------------------------

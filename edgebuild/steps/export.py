@@ -255,7 +255,7 @@ def _samples(ctx: RunContext, n: int, data: str | None) -> list[dict[str, Any]]:
         if data not in ctx.data:
             raise StepError(f"dataset '{data}' is not declared under `data:`", recipe_path=("steps", ctx.step_id, "with", "data"))
         try:
-            out = list(datasets.feeds(ctx.data[data], names, limit=n))
+            out = list(datasets.feeds(ctx.data[data], {k: ctx.inputs[k] for k in names}, limit=n))
         except KeyError as exc:
             raise StepError(str(exc.args[0]), recipe_path=("data", data)) from None
         if not out:

@@ -173,7 +173,8 @@ class QuantizeStatic(StepKind):
                         with contextlib.redirect_stdout(printed), _onnx.quiet_quantizer_logs():   # calibrators print progress
                             ranges = _calibrate(src, Path(tmp) / f"augmented-{method_name}.onnx", ops,
                                                 getattr(CalibrationMethod, _METHODS[method_name]), method_name,
-                                                _quantize.cast_feeds(datasets.feeds(path, inputs, limit=n), specs))
+                                                _quantize.cast_feeds(datasets.feeds(path, {k: specs.get(k, {}) for k in inputs},
+                                                                                    limit=n), specs))
                             save_tensors_data(ranges, cache)
                     except StepError:
                         raise

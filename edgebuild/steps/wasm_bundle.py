@@ -250,8 +250,6 @@ def _numpy_dtype(name: str) -> Any:
 
 def _sample(ctx: RunContext, inputs: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(what the manifest says about the sample, input name -> array of batch 1)."""
-    import numpy as np
-
     from edgebuild import datasets
 
     names = list(inputs)
@@ -280,9 +278,7 @@ def _sample(ctx: RunContext, inputs: dict[str, dict[str, Any]]) -> tuple[dict[st
             if chosen is not None:
                 raise StepError(f"dataset '{name}' holds no samples", recipe_path=("steps", ctx.step_id, "with", "sample"))
             continue
-        with np.load(path, allow_pickle=False) as npz:
-            feeds = {n: np.ascontiguousarray(npz[n][0:1]).astype(_numpy_dtype(inputs[n]["dtype"]))
-                     for n in names}
+        feeds = {n: a.astype(_numpy_dtype(inputs[n]["dtype"])) for n, a in next(datasets.feeds(path, inputs, 1)).items()}
         for n, arr in feeds.items():
             want = inputs[n]["shape"]
             if len(want) != arr.ndim or any(isinstance(d, int) and d != s for d, s in zip(want, arr.shape)):

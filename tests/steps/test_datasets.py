@@ -95,3 +95,50 @@ def test_count_and_labels(tmp_path: Path) -> None:
     nolabels = tmp_path / "n.npz"
     np.savez(nolabels, a=np.zeros((2, 2), np.float32))
     assert datasets.load_labels(nolabels) is None
+
+
+def test_feeds_rows_to_an_input_without_a_batch_dim(tmp_path: Path) -> None:
+    """[N, 32] feeds an input [32] row by row, and an input [batch, 32] as batches of one."""
+    path = tmp_path / "d.npz"
+    x = np.arange(3 * 32, dtype=np.float32).reshape(3, 32)
+    np.savez(path, x=x, grid=np.zeros((3, 4, 32), np.float32))
+    rows = list(datasets.feeds(path, {"x": {"shape": [32]}, "grid": {"shape": [4, 32]}}))
+    assert [f["x"].shape for f in rows] == [(32,)] * 3 and [f["grid"].shape for f in rows] == [(4, 32)] * 3
+    assert np.array_equal(rows[1]["x"], x[1])
+    batched = list(datasets.feeds(path, {"x": {"shape": ["batch", 32]}}))
+    assert [f["x"].shape for f in batched] == [(1, 32)] * 3
+    assert datasets.sample_shape((3, 32), [32]) == (32,) and datasets.sample_shape((3, 32), ["batch", 32]) == (1, 32)
+    assert datasets.sample_shape((3, 5, 32), ["batch", 32]) == (1, 5, 32)   # a symbolic first dim is the batch
+
+
+def test_a_model_without_a_batch_dim_quantizes_and_is_measured(tmp_path: Path) -> None:
+    """A fixed-shape model (input [32], no batch dim) gets calibrated and checked from an [N, 32] dataset."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((32, 8)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Unsqueeze", ["x", "axes"], ["x2"]),
+                           helper.make_node("MatMul", ["x2", "w"], ["y"])], "nobatch",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+                          [w, numpy_helper.from_array(np.array([0], np.int64), "axes")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((40, 32)).astype(np.float32))
+    (tmp_path / "r.yaml").write_text("edgebuild: 1\nname: nb\nmodel: {onnx: m.onnx}\ndata: {calib: calib.npz}\n"
+                                     "targets: [x86-64]\nsteps:\n  qdq: {use: quantize-static, with: {data: calib}}\n"
+                                     "ship:\n  x86-64: [qdq]\nchecks:\n  fidelity: {data: calib, min_cosine: 0.95}\n")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "r.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(root)))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "dist" / "nb" / "manifest.json").read_text())
+    fid = m["targets"]["x86-64"]["artifacts"][0]["checks"]["measurements"]["fidelity"]
+    assert fid["samples"] == 40 and fid["cosine"] > 0.95
