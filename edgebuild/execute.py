@@ -156,5 +156,13 @@ def _read_result(path: Path, rc: int) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
-        return {"ok": False, "message": f"the step's worker process died (exit code {rc}) before reporting a result",
+        how = f"exit code {rc}"
+        if rc < 0:
+            import signal
+
+            try:
+                how = f"killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                how = f"killed by signal {-rc}"
+        return {"ok": False, "message": f"the step's worker process died ({how}) before reporting a result",
                 "hint": "see the log above; a crash inside a native library (onnxruntime, torch) ends the worker this way"}

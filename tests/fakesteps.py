@@ -40,15 +40,20 @@ class Copy(StepKind):
 class Fail(StepKind):
     name = "fake-fail"
     summary = "Fails: with a StepError (how=user), an exception (how=crash) or by ending its process (how=die) (tests only)."
-    params = {"how": {"enum": ["user", "crash", "die"], "default": "user", "description": "how to fail"}}
+    params = {"how": {"enum": ["user", "crash", "die", "segv"], "default": "user", "description": "how to fail"}}
     tools = ()
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         _count(ctx)
         print("some output before failing")
-        if ctx.params["how"] == "die":   # like a segfault in a native library: no result, no clean exit
+        if ctx.params["how"] == "die":   # like a native library calling exit(): no result, no clean exit
             sys.stdout.flush()
             os._exit(3)
+        if ctx.params["how"] == "segv":   # like a crash inside onnxruntime
+            import signal
+
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGSEGV)
         if ctx.params["how"] == "user":
             raise StepError("the model is not good enough", hint="try harder", recipe_path=("steps", ctx.step_id, "with", "how"))
         raise RuntimeError("boom")

@@ -246,7 +246,11 @@ def session(model: "str | Path | bytes | onnx.ModelProto", optimize: bool = True
 
 
 def check_loads(path: str | Path, what: str, hint: str | None = None) -> Any:
-    """Open `path` in ONNX Runtime (CPU); a model it rejects is a StepError. Returns the session."""
+    """Open `path` in ONNX Runtime (CPU); a model it rejects is a StepError. Returns the session.
+
+    Logged first: when ONNX Runtime crashes on the model (it happens, in its graph optimizers), the
+    step's log then ends with what was being done."""
+    logging.getLogger("edgebuild.step").info("checking that ONNX Runtime loads the %s model", what)
     try:
         return session(path)
     except Exception as exc:

@@ -83,10 +83,11 @@ class Optimize(StepKind):
         so.log_severity_level = 3
         ctx.log.info("optimizing with ONNX Runtime %s at level %s", ort.__version__, level)
         with tempfile.TemporaryDirectory(prefix="edgebuild-optimize-") as tmp:
-            src = ctx.input_model
-            if counts:
-                src = Path(tmp) / "rewritten.onnx"
-                src.write_bytes(before.SerializeToString(deterministic=True))
+            # ONNX Runtime is given the model as one self-contained file (external data, if the input had
+            # any, was read in by load()): it writes its optimized model next to `out`, and would keep
+            # referring to an external data file that is not there
+            src = Path(tmp) / "input.onnx"
+            src.write_bytes(before.SerializeToString(deterministic=True))
             out = Path(tmp) / "optimized.onnx"
             so.optimized_model_filepath = str(out)
             try:

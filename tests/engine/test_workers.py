@@ -22,6 +22,13 @@ def test_worker_that_dies_is_reported_and_the_build_goes_on(project: Project) ->
     assert (project.root / "dist" / "tiny" / "test-cpu" / "b.onnx").exists()
 
 
+def test_worker_killed_by_a_signal_names_it(project: Project) -> None:
+    project.write(BASIC.replace("c: {use: fake-copy, with: {tag: C}}", "c: {use: fake-fail, with: {how: segv}}"))
+    r = project.edgebuild("run", "recipe.yaml", "--jobs", "1")
+    assert r.code == 1
+    assert "step 'c' (fake-fail) failed: the step's worker process died (killed by SIGSEGV)" in r.err
+
+
 def test_build_log_says_when_each_step_started_and_how_long_its_work_took(project: Project) -> None:
     project.write(BASIC.replace("a: {use: fake-copy, with: {tag: A}}", "a: {use: fake-copy, with: {tag: A, sleep: 0.3}}"))
     assert project.edgebuild("run", "recipe.yaml", "--jobs", "1").code == 0

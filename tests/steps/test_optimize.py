@@ -60,3 +60,28 @@ def test_optimize_is_byte_deterministic(kit, tmp_path: Path, models) -> None:
     Optimize().run(a)
     Optimize().run(b)
     assert a.output_model.read_bytes() == b.output_model.read_bytes()
+
+
+def test_a_model_with_external_data_is_optimized(kit, tmp_path: Path) -> None:
+    """Models exported with their weights in a separate .data file (common for text encoders) optimize
+    like any other: the output is one self-contained file with the same results."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w")   # 16 KB: kept external
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Identity", ["h"], ["i"]),
+                           helper.make_node("Relu", ["i"], ["y"])], "mm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = kit.save(model, tmp_path / "inline.onnx")
+    ext = tmp_path / "ext" / "mm.onnx"
+    ext.parent.mkdir()
+    onnx.save_model(onnx.load(str(src)), str(ext), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="mm.onnx.data", size_threshold=0)
+    assert (ext.parent / "mm.onnx.data").stat().st_size >= 64 * 64 * 4
+    ctx = kit.make_ctx(Optimize, tmp_path / "out", model=ext, ir_version=8)
+    facts = Optimize().run(ctx)
+    assert facts["nodes_after"] == 2
+    assert [p.name for p in ctx.output_model.parent.iterdir() if p.suffix == ".data"] == []
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    np.testing.assert_allclose(kit.run_ort(ctx.output_model, {"x": x})[0], kit.run_ort(src, {"x": x})[0], atol=1e-4)
