@@ -123,7 +123,7 @@ class Executor:
             job = self._job(node, out_dir, scratch / "result.json")
             (scratch / "job.json").write_text(json.dumps(job, indent=1))
             log_path = scratch / "log.txt"
-            code = spawn(scratch / "job.json", log_path)
+            code = spawn(scratch / "job.json", log_path, quiet=node.step.kind.exclusive)
             text = log_path.read_text(errors="replace") if log_path.exists() else ""
             result = _read_result(scratch / "result.json", code)
             if not result.get("ok"):

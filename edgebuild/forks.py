@@ -21,6 +21,7 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _FORK_LOCK = threading.Lock()
 _FORKS: Any = None
 _SPARES: list[tuple[Any, Any]] = []   # (process, pipe): workers forked ahead of need, each waiting for one job
+_EXITING: list[Any] = []               # workers that reported their result and may still be tearing down
 
 
 def _fork_context() -> Any:
@@ -88,19 +89,29 @@ def shut_down() -> None:
         _FORK_LOCK.release()
 
 
-def spawn(job_file: Path, log_file: Path) -> int:
+def spawn(job_file: Path, log_file: Path, quiet: bool = False) -> int:
     """Run one job in a worker forked from the fork server; its exit code.
 
     The worker was forked ahead of time where possible, and the next one is forked while this one
     works; the worker reports its exit code once its result and log are written, so its teardown
-    (freeing a torch or onnxruntime heap) overlaps with whatever runs next."""
+    (freeing a torch or onnxruntime heap) overlaps with whatever runs next. A `quiet` job (a timing
+    measurement) starts only once earlier workers have exited, and the next worker is forked before
+    it starts, so nothing else of edgebuild's runs while it times."""
     with _FORK_LOCK:
         proc, conn = _SPARES.pop() if _SPARES else _fork_worker()
+        if quiet:
+            _SPARES.append(_fork_worker())
+            while _EXITING:
+                _EXITING.pop().join()
     try:
         conn.send((str(job_file), str(log_file)))
+        if not quiet:
+            with _FORK_LOCK:
+                _SPARES.append(_fork_worker())
+        code = int(conn.recv())
         with _FORK_LOCK:
-            _SPARES.append(_fork_worker())
-        return int(conn.recv())
+            _EXITING[:] = [p for p in _EXITING if p.is_alive()] + [proc]
+        return code
     except (EOFError, OSError):   # the worker died without reporting
         proc.join()
         return int(proc.exitcode if proc.exitcode is not None else 1)
