@@ -217,7 +217,38 @@ def graph_outputs(model: "onnx.ModelProto") -> dict[str, list[int | str]]:
 
 
 def file_size(path: str | Path) -> int:
-    return os.stat(path).st_size
+    """The bytes of a model: its file and the external data files its tensors point at (a model exported
+    with `save_as_external_data` keeps its weights beside the .onnx file)."""
+    import onnx
+
+    size = os.stat(path).st_size
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return size
+    files = {e.value for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL
+             for e in t.external_data if e.key == "location"}
+    base = Path(path).parent
+    return size + sum(os.stat(base / f).st_size for f in sorted(files) if (base / f).is_file())
+
+
+def _all_tensors(model: "onnx.ModelProto") -> Iterator[Any]:
+    """Initializers and constant-node tensors of the graph and its subgraphs."""
+    import onnx
+
+    def walk(g: Any) -> Iterator[Any]:
+        yield from g.initializer
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    yield a.t
+                elif a.type == onnx.AttributeProto.GRAPH:
+                    yield from walk(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sg in a.graphs:
+                        yield from walk(sg)
+
+    return walk(model.graph)
 
 
 def sig3(x: float) -> float:
