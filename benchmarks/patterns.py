@@ -806,8 +806,9 @@ def interpretation(verdicts: list[dict[str, Any]]) -> list[str]:
                    + "; ".join(f"{k} on {', '.join(v)}" for k, v in refused.items())
                    + "): the ↳ rows are those models; each keeps the metric but was not faster than the step's own FP32 "
                    "input in its check."
-                   + (f" Some of those checks were close calls, within this host's noise, which a rebuild can decide the "
-                      f"other way: {', '.join(close)}." if close else ""))
+                   + (f" Some were close: {', '.join(close)}; the check asks for a measurable speed-up (at least 3 %, "
+                      f"and more than the spread between its timing rounds), so such a model is refused on every build "
+                      f"rather than by chance." if close else ""))
     return out[:5]
 
 
