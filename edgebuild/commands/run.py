@@ -124,11 +124,33 @@ def _failure(plan: Any, o: Any) -> Any:
     node = plan.nodes[o.node]
     doc = plan.recipe.doc
     loc = doc.at(tuple(o.recipe_path)) if o.recipe_path else doc.at(("steps", node.step.id), key=True)
-    log = "\n".join("    " + line for line in o.log.rstrip().splitlines()[-40:]) if o.log.strip() else ""
+    log = "\n".join("    " + line for line in log_tail(o.log)) if o.log.strip() else ""
     msg = f"step '{o.node}' ({node.step.use}) failed: {o.message}"
     if log and not o.recipe_path:
         msg += f"\n  captured log (last lines):\n{log}"
     return Problem(msg, loc, o.hint)
+
+
+def log_tail(text: str, lines: int = 40) -> list[str]:
+    """The last lines of a step's log as a terminal should show them: without the colour codes some
+    libraries write (ONNX Runtime's errors), and with a run of identical lines (a warning per traced
+    layer) shown once with its count."""
+    import re
+
+    out: list[str] = []
+    count = 0
+    for line in re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).rstrip().splitlines():
+        line = line.rstrip()
+        if out and line == out[-1]:
+            count += 1
+            continue
+        if count:
+            out.append(f"(the line above {count} more time{'s' if count > 1 else ''})")
+            count = 0
+        out.append(line)
+    if count:
+        out.append(f"(the line above {count} more time{'s' if count > 1 else ''})")
+    return [x for x in out if x.strip()][-lines:]
 
 
 def _summary(plan: Any, manifest: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -418,8 +418,14 @@ def _compare(ctx: RunContext, module: Any, path: Path, samples: list[dict[str, A
                 got = sess.run(out_names, {k: feed[k] for k in fed})
             except Exception as exc:
                 shapes = ", ".join(f"{k} {list(feed[k].shape)}" for k in names)
+                symbolic = [k for k in names if any(isinstance(d, str) for d in ctx.inputs[k]["shape"])]
                 raise StepError(f"ONNX Runtime failed on sample {i} ({shapes}): {_short(exc)}",
-                                hint="a dim may have been fixed while tracing; declare it symbolic (a name) in `inputs:`") from None
+                                hint="the traced graph fixed a size that the samples vary: "
+                                     + ("declare the dims that vary symbolic (a name) in `inputs:`" if not symbolic else
+                                        "the inputs' dims are symbolic, so the model's code turned a size into a Python "
+                                        "number while tracing (int(x.shape[1]), a data-dependent branch, or "
+                                        "nn.TransformerEncoder's nested-tensor fast path: build it with "
+                                        "enable_nested_tensor=False); see the exporter's TracerWarnings in the log")) from None
             for name, a, b in zip(out_names, want, got):
                 if a.shape != b.shape:
                     raise StepError(f"output '{name}' has shape {list(b.shape)} in ONNX Runtime but {list(a.shape)} in PyTorch "

@@ -83,3 +83,12 @@ def test_tool_versions_come_from_installed_metadata_without_importlib_metadata(t
     assert dists.version("Old-Tool") == "1.2.3"
     assert dists.version("dev.tool") == "4.5.dev0"
     assert dists.metadata_file("dev-tool") == tmp_path / "dev_tool.egg-info" / "PKG-INFO"
+
+
+def test_captured_log_drops_colour_codes_and_folds_repeated_lines() -> None:
+    from edgebuild.commands.run import log_tail
+
+    text = "INFO start\n" + "WARNING traced\n" * 5 + "\x1b[1;31mE: bad node\x1b[m\nERROR failed\n"
+    assert log_tail(text) == ["INFO start", "WARNING traced", "(the line above 4 more times)", "E: bad node",
+                              "ERROR failed"]
+    assert log_tail("a\nb\nc\n", lines=2) == ["b", "c"]
