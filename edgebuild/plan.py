@@ -119,7 +119,8 @@ def _defer(plan: Plan) -> None:
 
 
 def _add_measurements(plan: Plan) -> None:
-    """One measurement node per shipped ONNX artifact and target, when the recipe has checks or `best:`."""
+    """One measurement node per shipped ONNX artifact (or web bundle) and target, when the recipe has checks
+    or `best:`."""
     from edgebuild import checks
     from edgebuild.measure import MEASURE_REF, Measure
 
@@ -129,9 +130,12 @@ def _add_measurements(plan: Plan) -> None:
     for t, shipped in plan.ship.items():
         target = r.target(t)
         for sid, nid in shipped:
-            if r.steps[sid].kind.gives != ONNX:
+            gives = r.steps[sid].kind.gives
+            if gives not in (ONNX, WEB):
                 continue
-            params = Measure.fill_defaults(checks.measure_params(r, target))
+            # a web bundle's model.onnx is checked like any ONNX artifact, except its latency: the
+            # browser's, which its demo page measures, not Python ONNX Runtime's
+            params = Measure.fill_defaults(dict(checks.measure_params(r, target), latency=gives == ONNX))
             spec = StepSpec(f"check:{sid}", "measure", Measure, sid, params)
             root = _root(plan, nid)
             refs = {"reference": root} if r.model_kind == PYTORCH else {}

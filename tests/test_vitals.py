@@ -76,6 +76,9 @@ def test_checks_measure_every_artifact_and_pick_the_fastest_candidate(built: Pat
         assert meas["latency_ms"]["p50"] <= meas["latency_ms"]["p95"] <= meas["latency_ms"]["p99"]
         assert meas["fidelity"]["samples"] == 500 and meas["accuracy"]["reference"] >= 0.95
         assert c["why"] == "chosen" or c["why"].startswith(("slower than", "as fast as", "failed:"))
+    web = m["targets"]["browser-wasm"]["artifacts"][0]["checks"]   # the bundle's model.onnx, but not its latency
+    assert web["passed"] and {r["check"] for r in web["results"]} == {"size", "fidelity", "accuracy"}
+    assert web["measurements"]["latency_ms"] is None and web["measurements"]["fidelity"]["samples"] == 500
     x86 = m["targets"]["x86-64"]["artifacts"][0]["checks"]
     assert x86["passed"] and {r["check"] for r in x86["results"]} == {"latency", "size", "fidelity", "accuracy"}
     assert x86["host"] and x86["measurements"]["latency_ms"]["threads"] >= 1
