@@ -109,6 +109,9 @@ def evaluate(r: Any, target: Any, size_bytes: int, facts: dict[str, Any]) -> lis
     fid, cf = facts.get("fidelity", {}), c.get("fidelity") or {}
     if "argmax_agreement" in fid:
         add("fidelity", "argmax agreement", fid["argmax_agreement"], cf.get("min_agreement"), op=">=")
+    elif fid:   # the first float output is not a [batch, classes] score vector: argmax means nothing there
+        add("fidelity", "argmax agreement (the first float output is not one score per class; use "
+            "checks.fidelity.metric, e.g. decision@0.5 on OUTPUT[...])", None, cf.get("min_agreement"), op=">=")
     if "cosine" in fid:
         add("fidelity", "cosine similarity", fid["cosine"], cf.get("min_cosine"), op=">=")
         add("fidelity", "max abs error", fid["max_abs_error"], cf.get("max_abs_error"))

@@ -160,7 +160,8 @@ def compare(ref: dict[str, list[Any]], cand: dict[str, list[Any]]) -> dict[str, 
     """How closely the candidate's outputs follow the reference's, sample by sample.
 
     Float outputs whose shapes agree in every sample are compared numerically, all together: max/mean
-    abs error and cosine similarity; argmax agreement is over the last axis of the first of them.
+    abs error and cosine similarity; argmax agreement is over the first of them when it is a vector of
+    class scores per sample ([batch, classes]; not a detector's boxes or a segmentation map).
     Other outputs (integer or boolean ones such as class ids, and outputs whose size depends on the
     data, such as NonMaxSuppression's) are compared for exact equality per sample, under `exact`:
     mixing a class id into an abs error would make it meaningless.
@@ -188,12 +189,18 @@ def compare(ref: dict[str, list[Any]], cand: dict[str, list[Any]]) -> dict[str, 
                     "mean_abs_error": float(f"{float(np.mean(np.abs(rv - cv))) if rv.size else 0.0:.4g}"),
                     "cosine": round(float(rv @ cv) / denom, 6) if denom else (1.0 if np.allclose(rv, cv) else 0.0)})
         first = numeric[0]
-        if ref[first] and ref[first][0].ndim >= 2 and ref[first][0].shape[-1] > 1:
+        if ref[first] and _class_scores(ref[first][0].shape):
             agree = np.concatenate([np.ravel(a.argmax(-1) == b.argmax(-1)) for a, b in zip(ref[first], cand[first])])
             out["argmax_agreement"] = round(float(np.mean(agree)), 6)
     if exact:
         out["exact"] = exact
     return out
+
+
+def _class_scores(sample_shape: tuple[int, ...]) -> bool:
+    """One sample's output is a score per class: [1, C] (batch of one) or [C] (no batch dim), C > 1."""
+    dims = list(sample_shape[1:]) if len(sample_shape) == 2 and sample_shape[0] == 1 else list(sample_shape)
+    return len(dims) == 1 and dims[0] > 1
 
 
 def _accuracy(sess: Any, ref: Any, data: Path, names: dict[str, Any], name: str) -> dict[str, Any]:

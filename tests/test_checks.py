@@ -252,3 +252,22 @@ def test_a_failed_step_says_which_targets_were_published(project: Path) -> None:
                        text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 1
     assert "1 step(s) and 0 check(s) failed; nothing was published (kept from the last good build: x86-64)" in r.stderr
+
+
+def test_argmax_agreement_only_for_class_scores_and_a_limit_on_it_then_fails() -> None:
+    """A detector's first output is boxes [batch, N, 4]: an argmax over coordinates means nothing, so
+    there is no agreement figure, and a `min_agreement` limit fails saying why instead of passing."""
+    import types
+
+    from edgebuild.checks import evaluate
+    from edgebuild.measure import compare
+
+    boxes = {"boxes": [np.random.default_rng(0).random((1, 6, 4)).astype(np.float32)] * 3}
+    out = compare(boxes, boxes)
+    assert "argmax_agreement" not in out and out["cosine"] == 1.0
+    assert "argmax_agreement" in compare({"p": [np.array([0.2, 0.8], np.float32)]}, {"p": [np.array([0.3, 0.7], np.float32)]})
+    recipe = types.SimpleNamespace(checks={"fidelity": {"data": "eval", "min_agreement": 0.9}})
+    target = types.SimpleNamespace(data={"budgets": {}})
+    results = evaluate(recipe, target, 1000, {"fidelity": dict(out, data="eval")})
+    assert [(r.passed, r.value) for r in results] == [(False, None)]
+    assert "not one score per class" in results[0].describe() and "cannot be measured" in results[0].describe()
