@@ -259,6 +259,8 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache) -
         m["sources"]["model"] = stats.digest(recipe.source_files["model"])   # the reference is the ONNX source
     if step.source is None:
         m["model_inputs"] = recipe.inputs
+        if "pytorch" in recipe.model:   # which callable builds the model, not only the files it lives in
+            m["factory"] = recipe.model["pytorch"]["factory"]
         m["sources"] = {role: stats.digest(p) for role, p in sorted(recipe.source_files.items())
                         if not role.startswith("data:")}
     for ds in step.kind.datasets(step.params).values():

@@ -250,9 +250,9 @@ def _check_sources(r: Recipe) -> list[Problem]:
         pt = r.model["pytorch"]
         fpath, probs = sources.check_factory(pt["factory"], r.dir, doc.at(("model", "pytorch", "factory")))
         problems += probs
-        if fpath is not None:
-            for i, f in enumerate(sources.factory_sources(fpath)):
-                r.source_files[f"factory:{f.name}"] = f
+        if not probs:
+            for f in sources.factory_files(pt["factory"], r.dir):
+                r.source_files[sources.source_role("factory", f, r.dir)] = f
         w, shown, w_at = pt["weights"], doc.data["model"]["pytorch"].get("weights"), doc.at(("model", "pytorch", "weights"))
         if w is not None:
             if not w.is_file():

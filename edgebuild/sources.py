@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +50,42 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def factory_sources(path: Path) -> list[Path]:
-    """The factory file and the local modules it imports, transitively (found by reading, not importing).
+def factory_files(ref: str, recipe_dir: Path) -> list[Path]:
+    """The source files a factory's output depends on, found by reading, not importing: its module file
+    and the local modules that imports, transitively.
 
-    A module counts as local when it resolves to a file under the factory's folder, e.g. `import layers`
-    or `from .blocks import Res` next to model.py: editing one changes what the factory builds.
+    "file.py:callable": the file, and imports resolving under its folder or the recipe's (both are on
+    sys.path when the export step imports it). "pkg.module:callable": the module's file, found where
+    the export step finds it (the recipe's folder first, then sys.path), and imports resolving inside
+    that folder — or, for an installed package, inside the package. Nothing when it cannot be found
+    here (the export step then fails with the reason).
     """
-    root, seen, todo = path.parent, set(), [path]
+    target = ref.rpartition(":")[0]
+    recipe_dir = recipe_dir.resolve()
+    if target.endswith(".py"):
+        path = (recipe_dir / target).resolve()
+        return factory_sources(path, [path.parent, recipe_dir]) if path.is_file() else []
+    parts = [p for p in target.split(".") if p]
+    for base in [recipe_dir, *(Path(p or ".").resolve() for p in sys.path)]:
+        for cand in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
+            if parts and cand.is_file():
+                root = base if base == recipe_dir else base / parts[0]
+                inits = [base.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts))]
+                return sorted(set(factory_sources(cand.resolve(), [root.resolve()]))
+                              | {i.resolve() for i in inits if i.is_file()})
+    return []
+
+
+def factory_sources(path: Path, roots: list[Path] | None = None) -> list[Path]:
+    """`path` and the local modules it imports, transitively (found by reading, not importing).
+
+    A module counts as local when it resolves to a file under one of `roots` (default: the file's
+    folder), e.g. `import layers` or `from .blocks import Res` next to model.py: editing one changes
+    what the factory builds.
+    """
+    roots = [r.resolve() for r in (roots or [path.parent])]
+    seen: set[Path] = set()
+    todo = [path]
     while todo:
         f = todo.pop()
         if f in seen:
@@ -66,7 +96,7 @@ def factory_sources(path: Path) -> list[Path]:
         except (OSError, SyntaxError, UnicodeDecodeError):
             continue
         for mod in _imported(tree):
-            todo += [c for c in _local_files(root, f.parent, mod) if c not in seen]
+            todo += [c for c in _local_files(roots, f.parent, mod) if c not in seen]
     return sorted(seen)
 
 
@@ -83,20 +113,29 @@ def _imported(tree: ast.Module) -> list[tuple[int, str]]:
     return out
 
 
-def _local_files(root: Path, here: Path, mod: tuple[int, str]) -> list[Path]:
+def _local_files(roots: list[Path], here: Path, mod: tuple[int, str]) -> list[Path]:
     level, name = mod
     base = here
     for _ in range(max(level - 1, 0)):
         base = base.parent
-    start = base if level else root
     parts = [p for p in name.split(".") if p]
     out = []
-    for i in range(1, len(parts) + 1):
-        stem = start.joinpath(*parts[:i])
-        for cand in (stem.with_suffix(".py"), stem / "__init__.py"):
-            if cand.is_file() and root in cand.resolve().parents:
-                out.append(cand.resolve())
+    for start in ([base] if level else roots):
+        for i in range(1, len(parts) + 1):
+            stem = start.joinpath(*parts[:i])
+            for cand in (stem.with_suffix(".py"), stem / "__init__.py"):
+                if cand.is_file() and any(r in cand.resolve().parents for r in roots):
+                    out.append(cand.resolve())
     return out
+
+
+def source_role(prefix: str, path: Path, base: Path) -> str:
+    """A cache-key role for a source file: its path relative to the recipe's folder (two helpers named
+    utils.py in different folders are two sources), or absolute when it lies elsewhere."""
+    try:
+        return f"{prefix}:{path.resolve().relative_to(base.resolve()).as_posix()}"
+    except ValueError:
+        return f"{prefix}:{path.resolve().as_posix()}"
 
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"

@@ -18,6 +18,7 @@ import importlib.util
 import hashlib
 import sys
 import traceback
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,14 @@ def _load_factory(ref: str, recipe_dir: Path) -> Any:
             raise StepError(f"factory file not found: {target}", recipe_path=FACTORY,
                             hint=f"looked for {path}; paths are relative to the recipe")
         _on_path(recipe_dir, path.parent)
-        module_name = f"_edgebuild_factory_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+        # the file is loaded as a module of a package made of its folder, so both plain imports of its
+        # neighbours (`import layers`, the folder is on sys.path) and relative ones (`from .layers import W`) work
+        package = f"_edgebuild_factory_{hashlib.sha256(str(path.parent).encode()).hexdigest()[:12]}"
+        if package not in sys.modules:
+            pkg = types.ModuleType(package)
+            pkg.__path__ = [str(path.parent)]
+            sys.modules[package] = pkg
+        module_name = f"{package}.{path.stem}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise StepError(f"cannot import factory file {target}", recipe_path=FACTORY)

@@ -211,6 +211,16 @@ def test_factory_problems(kit, tmp_path: Path, recipe_dir: Path, factory: str, m
     assert e.value.recipe_path == FACTORY
 
 
+def test_factory_with_a_relative_import(kit, tmp_path: Path, recipe_dir: Path) -> None:
+    """`from .helpers import X` in a factory file works: the file is loaded inside a package of its folder."""
+    sub = recipe_dir / "nets"
+    sub.mkdir()
+    (sub / "helpers.py").write_text("WIDTH = 8\n")
+    (sub / "net.py").write_text(textwrap.dedent(MODEL_PY) + "\nfrom .helpers import WIDTH\nassert WIDTH == 8\n")
+    facts = Export().run(_ctx(kit, tmp_path, recipe_dir, factory="nets/net.py:build"))
+    assert facts["outputs"] == {"output": ["batch", 2]}
+
+
 def test_factory_from_a_package(kit, tmp_path: Path, recipe_dir: Path) -> None:
     pkg = recipe_dir / "netpkg_for_export_test"
     pkg.mkdir()
