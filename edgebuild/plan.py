@@ -250,7 +250,7 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache) -
         "upstream": nodes[node.upstream].key if node.upstream else None,
         "onnx_limits": {"ir_version": node.ir_version, "max_opset": node.max_opset},
         "tools": {d: tool_version(d) for d in step.kind.tools},
-        "target": node.target.fingerprint if (node.target and step.kind.is_target_specific(step.params)) else None,
+        "target": node.target.key_data if (node.target and step.kind.is_target_specific(step.params)) else None,
         "sources": {},
     }
     if node.refs:
@@ -295,7 +295,7 @@ def _diff(a: Any, b: Any, path: tuple[str, ...], out: list[str]) -> None:
     if head == "code":
         out.append("edgebuild's code for this step kind changed")
         return
-    if head == "target":
+    if head == "target" and len(path) == 1 and not (isinstance(a, dict) and isinstance(b, dict)):
         out.append("the target profile changed")
         return
     if isinstance(a, dict) and isinstance(b, dict):

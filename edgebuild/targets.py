@@ -30,6 +30,15 @@ class Target:
         canon = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
 
+    # Fields that never change an artifact: prose, and the budgets `checks:` compare measurements with
+    # (checks are evaluated after the build, from cached measurements).
+    NOT_IN_KEYS = ("description", "budgets")
+
+    @property
+    def key_data(self) -> dict[str, Any]:
+        """What a target-specific step's cache key takes from the profile: all of it but NOT_IN_KEYS."""
+        return {k: v for k, v in sorted(self.data.items()) if k not in self.NOT_IN_KEYS}
+
     @property
     def threads(self) -> int:
         return int(self.data["cpu"]["threads"])

@@ -87,6 +87,25 @@ def test_explain_names_what_changed(project: Project) -> None:
     assert "up to date" in r.out
 
 
+def test_profile_edits_rebuild_only_what_they_change(project: Project) -> None:
+    """A target's description and budgets do not change artifacts (checks read budgets after the build):
+    editing them rebuilds nothing; editing its CPU rebuilds its target-specific steps, and explain says
+    which field changed."""
+    project.write(BASIC)
+    assert project.edgebuild("run", "recipe.yaml").code == 0
+    project.ran()
+    profile = project.root / "cpu.yaml"
+    text = profile.read_text()
+    profile.write_text(text.replace("A CPU-only test device", "Another words").replace("latency_p95_ms: 50", "latency_p95_ms: 40"))
+    r = project.edgebuild("run", "recipe.yaml")
+    assert r.code == 0 and project.ran() == []
+    profile.write_text(text.replace("threads: 2", "threads: 1"))
+    r = project.edgebuild("explain", "recipe.yaml", "p@test-cpu")
+    assert "target.cpu.threads: 2 → 1" in r.out, r.out
+    assert project.edgebuild("run", "recipe.yaml").code == 0
+    assert project.ran() == ["p"]
+
+
 def test_changed_model_file_reruns_steps_that_take_it(project: Project) -> None:
     project.write(BASIC)
     assert project.edgebuild("run", "recipe.yaml").code == 0
