@@ -196,7 +196,31 @@ def _check_graph(r: Recipe) -> list[Problem]:
                 hint = f"take it from a step that gives {_kinds(s.kind.takes)}"
             problems.append(Problem(f"step '{sid}' ({s.use}) takes {_kinds(s.kind.takes)}, but {origin} {_kinds([got])}",
                                     r.doc.at(("steps", sid, "from" if s.source else "use")), hint))
+            continue
+        have = _precision_of(r, s.source)
+        if s.kind.takes_precisions is not None and have is not None and have not in s.kind.takes_precisions:
+            fits = [o for o, spec in r.steps.items() if o != sid and spec.kind.gives in s.kind.takes
+                    and _precision_of(r, o) in (*s.kind.takes_precisions, None)]
+            problems.append(Problem(
+                f"step '{sid}' ({s.use}) converts {' or '.join(s.kind.takes_precisions)} models, but step "
+                f"'{s.source}' ({r.steps[s.source].use}) gives {have}",
+                r.doc.at(("steps", sid, "from")),
+                f"take it from a float model: `from: {fits[0]}`" if fits else "take it from the export step or the recipe's model"))
     return problems
+
+
+def _precision_of(r: Recipe, sid: str | None) -> str | None:
+    """The precision a step's output has, following `from` to the recipe's model (None: the recipe's model,
+    whose precision is not known before a step reads it)."""
+    chain = []
+    while sid is not None:
+        chain.append(sid)
+        sid = r.steps[sid].source
+    precision: str | None = None
+    for step_id in reversed(chain):
+        s = r.steps[step_id]
+        precision = s.kind.output_precision(s.params, precision or "fp32") if (s.kind.precision or precision) else None
+    return precision
 
 
 KIND_NAMES = {ONNX: "an ONNX model", PYTORCH: "a PyTorch model", "tensorrt-engine": "a TensorRT engine",

@@ -89,8 +89,14 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
             print(p.render(), file=sys.stderr)
     failed_checks = [p for v in verdicts.values() for p in v.failures]
     if failures or failed_checks:
-        _print_table(manifest, plan, args.json)
         kept = sorted(t for t in plan.selected if t not in published and t in manifest["targets"])
+        if not args.json:   # the table shows what this run published, never a kept entry as if it were new
+            from edgebuild import summary
+
+            summary.print_table(manifest, [t for t in plan.selected if t in published])
+            for t in plan.selected:
+                if t not in published:
+                    print(f"{t}: not published by this run" + (" (dist keeps its last good build)" if t in kept else ""))
         where = (f"published to {out}: {', '.join(sorted(published))}" if published else "nothing was published")
         if kept:
             where += f" (kept from the last good build: {', '.join(kept)})"

@@ -92,6 +92,9 @@ class StepKind:
     takes: ClassVar[tuple[str, ...]] = (ONNX,)        # input kinds this step accepts
     gives: ClassVar[str] = ONNX
     precision: ClassVar[str | None] = None            # precision of the output when fixed by the kind ("int8", "fp16"...)
+    # precisions of the input model this step can convert (None: any); a quantizer or the float16 converter
+    # rewrites float32 weights, and fails, late and obscurely, on a model that is already int8 or float16
+    takes_precisions: ClassVar[tuple[str, ...] | None] = None
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")  # distributions whose versions enter the cache key
     target_specific: ClassVar[bool] = False
     dataset_params: ClassVar[tuple[str, ...]] = ()    # params naming a dataset of the recipe's `data:` ("a" or "a.b")

@@ -22,6 +22,7 @@ class Fp16(StepKind):
                                          "false makes the inputs and outputs float16 as well."},
     }
     precision = "fp16"
+    takes_precisions = ("fp32",)
     tools = ("onnx", "onnxruntime")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class QuantizeDynamic(StepKind):
         "accuracy": _quantize.accuracy_schema("per-channel weights and nodes kept in float"),
     }
     precision = "int8"
+    takes_precisions = ("fp32",)
     tools = ("onnx", "onnxruntime")
     dataset_params = ("accuracy.data",)
     code_files = ("steps/_quantize.py", "metrics.py")

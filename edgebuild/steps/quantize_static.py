@@ -82,6 +82,7 @@ class QuantizeStatic(StepKind):
     }
     required = ("data",)
     precision = "int8"
+    takes_precisions = ("fp32",)
     tools = ("onnx", "onnxruntime")
     dataset_params = ("data", "accuracy.data")
     code_files = ("steps/_quantize.py", "metrics.py")
