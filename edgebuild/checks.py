@@ -77,6 +77,7 @@ class Result:
     passed: bool
     what: str = ""            # e.g. "p95 latency", "argmax agreement"
     op: str = "<="            # how value must compare with limit
+    origin: str = ""          # where the limit is set, e.g. "checks.latency.p95_ms"
 
     def describe(self) -> str:
         """'p95 latency 63.1 ms > 50 ms' for a failure, with <= / >= when it passed."""
@@ -95,17 +96,27 @@ def evaluate(r: Any, target: Any, size_bytes: int, facts: dict[str, Any]) -> lis
     """Compare one artifact's measurements with the recipe's checks and the target's budgets."""
     budgets, c, out = target.data.get("budgets", {}), r.checks, []
 
-    def add(check: str, what: str, value: float | None, limit: float | None, unit: str = "", op: str = "<=") -> None:
+    def add(check: str, what: str, value: float | None, limit: float | None, unit: str = "", op: str = "<=",
+            origin: str = "") -> None:
         if limit is not None:
             ok = value is not None and (value <= limit if op == "<=" else value >= limit)
-            out.append(Result(check, value, limit, unit, ok, what, op))
+            out.append(Result(check, value, limit, unit, ok, what, op, origin))
+
+    def budget(check: str, key: str, budget_key: str) -> tuple[float | None, str]:
+        """A limit from `checks:`, else from the target's budgets, and where it was set."""
+        if c[check].get(key) is not None:
+            return c[check][key], f"checks.{check}.{key}"
+        return budgets.get(budget_key), f"budgets.{budget_key} in the {target.name} profile"
 
     if "latency" in c and facts.get("latency_ms"):   # None for a web bundle: its latency is the browser's
-        add("latency", "p95 latency", facts["latency_ms"]["p95"], c["latency"].get("p95_ms", budgets.get("latency_p95_ms")), "ms")
+        limit, origin = budget("latency", "p95_ms", "latency_p95_ms")
+        add("latency", "p95 latency", facts["latency_ms"]["p95"], limit, "ms", origin=origin)
     if "size" in c:
-        add("size", "size", round(size_bytes / 1e6, 4), c["size"].get("max_mb", budgets.get("model_size_mb")), "MB")
+        limit, origin = budget("size", "max_mb", "model_size_mb")
+        add("size", "size", round(size_bytes / 1e6, 4), limit, "MB", origin=origin)
     if "memory" in c:
-        add("memory", "peak memory", facts["memory_mb"], c["memory"].get("max_mb", budgets.get("memory_mb")), "MB")
+        limit, origin = budget("memory", "max_mb", "memory_mb")
+        add("memory", "peak memory", facts["memory_mb"], limit, "MB", origin=origin)
     fid, cf = facts.get("fidelity", {}), c.get("fidelity") or {}
     if "argmax_agreement" in fid:
         add("fidelity", "argmax agreement", fid["argmax_agreement"], cf.get("min_agreement"), op=">=")
@@ -204,9 +215,9 @@ def _select(r: Any, t: str, v: Verdict) -> None:
 
 def _hint(x: Result) -> str:
     return {"latency": "measured on this host with the target's thread count; ship a faster variant (static INT8 for conv nets) "
-                       "or raise checks.latency.p95_ms",
-            "size": "ship a smaller variant (INT8, INT4) or raise checks.size.max_mb",
-            "memory": "ship a smaller variant or raise checks.memory.max_mb",
+                       f"or raise the limit ({x.origin})",
+            "size": f"ship a smaller variant (INT8, INT4) or raise the limit ({x.origin})",
+            "memory": f"ship a smaller variant or raise the limit ({x.origin})",
             "fidelity": "this variant drifts from the FP32 reference: try quantize-static with more calibration samples, "
                         "per_channel: true, or another method",
             "accuracy": "this variant loses accuracy: try another quantization, or ship the FP32 model"}[x.check]

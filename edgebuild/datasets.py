@@ -118,6 +118,21 @@ def _shape(spec: Any) -> list[Any] | None:
     return list(shape) if isinstance(shape, (list, tuple)) else None
 
 
+def nan_problem(path: str | Path, input_names: Sequence[str]) -> str | None:
+    """What is wrong when a float input array holds NaN (a calibrator or a metric would fail obscurely), or None."""
+    import numpy as np
+
+    with np.load(Path(path), allow_pickle=False) as npz:
+        for name in input_names:
+            if name in npz.files and npz[name].dtype.kind == "f":
+                bad = np.isnan(npz[name].reshape(npz[name].shape[0], -1) if npz[name].ndim else npz[name])
+                if bad.any():
+                    rows = bad.any(axis=1) if bad.ndim > 1 else bad
+                    return (f"array '{name}' of {Path(path).name} holds NaN values ({int(rows.sum())} of "
+                            f"{rows.size} samples, the first at index {int(np.argmax(rows))})")
+    return None
+
+
 def load_labels(path: str | Path) -> np.ndarray | None:
     """The dataset's `labels` array, or None when it has none."""
     import numpy as np

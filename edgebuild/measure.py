@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebuild.steps.base import ONNX, WEB, RunContext, StepKind
+from edgebuild.steps.base import ONNX, WEB, RunContext, StepError, StepKind
 
 MEASURE_REF = "edgebuild.measure:Measure"
 
@@ -58,6 +58,11 @@ class Measure(StepKind):
         sess = _session(ort, ctx.input_model, p["threads"])
         names = {i.name: {"shape": list(i.shape)} for i in sess.get_inputs()}
         first = p["fidelity_data"] or p["accuracy_data"]
+        for ds in {d for d in (p["fidelity_data"], p["accuracy_data"]) if d}:
+            nan = datasets.nan_problem(ctx.data[ds], list(names))
+            if nan:
+                raise StepError(f"dataset '{ds}': {nan}", recipe_path=("data", ds),
+                                hint="fidelity and accuracy need real values: drop those samples or fill the gaps")
         feed = next(datasets.feeds(ctx.data[first], names, 1)) if first else _synthetic(sess, np)
         facts: dict[str, Any] = {"host": host_cpu()}
         if p.get("latency", True):

@@ -51,7 +51,9 @@ class Plan:
 
     def command_for(self, target: str) -> str:
         """The command that builds a target's deferred artifacts on a matching host."""
-        return f"edgebuild run {self.recipe.doc.file} --target {target}"
+        import shlex
+
+        return f"edgebuild run {shlex.quote(str(self.recipe.doc.file))} --target {shlex.quote(target)}"
 
 
 @lru_cache(maxsize=None)

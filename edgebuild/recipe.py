@@ -280,8 +280,7 @@ def _check_sources(r: Recipe) -> list[Problem]:
         w, shown, w_at = pt["weights"], doc.data["model"]["pytorch"].get("weights"), doc.at(("model", "pytorch", "weights"))
         if w is not None:
             if not w.is_file():
-                problems.append(Problem(f"weights file not found: {shown}", w_at,
-                                        f"looked for {w.resolve()}; paths are relative to the recipe"))
+                problems.append(sources.missing_file("weights file", shown, w, w_at))
             elif sources.is_lfs_pointer(w):
                 problems.append(sources.lfs_problem(f"weights file {shown}", w, w_at))
             else:
@@ -308,7 +307,7 @@ def _check_sources(r: Recipe) -> list[Problem]:
 def _check_onnx_source(r: Recipe) -> list[Problem]:
     path, where, shown = r.model["onnx"], r.doc.at(("model", "onnx")), r.doc.data["model"]["onnx"]
     if not path.is_file():
-        return [Problem(f"model file not found: {shown}", where, f"looked for {path.resolve()}; paths are relative to the recipe")]
+        return [sources.missing_file("model file", shown, path, where)]
     if sources.is_lfs_pointer(path):
         return [sources.lfs_problem(f"model file {shown}", path, where)]
     try:

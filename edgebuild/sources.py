@@ -20,7 +20,7 @@ def check_factory(ref: str, base: Path, where: Location) -> tuple[Path | None, l
         return None, []  # "pkg.module:callable": importable only at run time
     path = (base / target).resolve()
     if not path.is_file():
-        return None, [Problem(f"factory file not found: {target}", where, f"looked for {path}; paths are relative to the recipe")]
+        return None, [missing_file("factory file", target, path, where)]
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as exc:
@@ -34,6 +34,14 @@ def check_factory(ref: str, base: Path, where: Location) -> tuple[Path | None, l
         hint = did_you_mean(head, sorted(names)) or (f"{target} defines: {', '.join(sorted(names))}" if names else None)
         return path, [Problem(f"factory callable '{attr}' not found in {target}", where, hint)]
     return path, []
+
+
+def missing_file(what: str, shown: str, path: Path, where: Location) -> Problem:
+    """"<what> not found: <shown>", or "... is a folder, not a file" when a folder has that name."""
+    if path.is_dir():
+        return Problem(f"{what} {shown} is a folder, not a file", where,
+                       f"{path.resolve()} is a folder: name the file inside it")
+    return Problem(f"{what} not found: {shown}", where, f"looked for {path.resolve()}; paths are relative to the recipe")
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:
@@ -192,8 +200,7 @@ def check_dataset(name: str, path: Path, inputs: dict[str, dict[str, Any]], wher
     try:
         arrays = datasets.inspect(path)
     except FileNotFoundError:
-        return [Problem(f"dataset '{name}' not found: {path.name}", where,
-                        f"looked for {path.resolve()}; paths are relative to the recipe")]
+        return [missing_file(f"dataset '{name}'", path.name, path, where)]
     except Exception as exc:
         if is_lfs_pointer(path):
             return [lfs_problem(f"dataset '{name}' ({path.name})", path, where)]

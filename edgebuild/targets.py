@@ -95,6 +95,10 @@ def resolve(ref: str, base: Path) -> Path:
 def load(ref: str, base: Path, where: Location | None = None) -> Target:
     """Load and validate one profile; unknown names and bad profiles are located UserErrors."""
     path = resolve(ref, base)
+    if path.is_dir():
+        raise UserError(Problem(f"target profile {ref} is a folder, not a file", where,
+                                f"name a profile file in it (e.g. {ref.rstrip('/')}/my-board.yaml), or a shipped "
+                                f"target: {', '.join(available())}"))
     if not path.exists():
         if is_path(ref):
             raise UserError(Problem(f"target profile file not found: {ref}", where,
@@ -108,7 +112,7 @@ def load(ref: str, base: Path, where: Location | None = None) -> Target:
     problems = validate.check(doc, validate.schema("target")) if isinstance(doc.data, dict) else [
         Problem("a target profile must be a mapping", doc.at(()))]
     if not problems:
-        problems = _check_runtimes(doc)
+        problems = _check_runtimes(doc) + _check_cpu(doc)
     if problems:
         raise UserError(problems)
     return Target(doc.data["name"], path, doc.data)
@@ -122,6 +126,14 @@ def _check_runtimes(doc: loader.Document) -> list[Problem]:
             out.append(Problem(f"edgebuild has no support facts for {rt} {version}", doc.at(("runtimes", rt)),
                                f"known versions: {', '.join(sorted(known, key=_vkey))}"))
     return out
+
+
+def _check_cpu(doc: loader.Document) -> list[Problem]:
+    cpu = doc.data["cpu"]
+    if int(cpu["threads"]) > int(cpu["cores"]):
+        return [Problem(f"cpu.threads is {cpu['threads']}, more than the {cpu['cores']} cores the profile declares",
+                        doc.at(("cpu", "threads")), f"use at most cpu.cores ({cpu['cores']}) inference threads")]
+    return []
 
 
 def _vkey(v: str) -> tuple[int, ...]:

@@ -81,6 +81,7 @@ def test_a_broken_promise_fails_the_build_with_its_numbers(project: Path) -> Non
     assert len(lines) == 2 and all("x86-64: " in x and "p95 latency" in x and "> 1e-06 ms (measured on host:" in x
                                    for x in lines), r.stderr
     assert lines[0].startswith("recipe.yaml:13:3: error: x86-64: int8: p95 latency ")
+    assert "or raise the limit (checks.latency.p95_ms)" in r.stderr   # the hint names where the limit is set
     assert not (project / "dist" / "mlp" / "x86-64").exists()       # nothing shipped that broke a promise
     again = run(project, "[int8, opt]", "latency: {p95_ms: 0.000001}\n  size: {}")
     assert "built  check:" not in again.stderr                         # measurements are cached
@@ -271,3 +272,14 @@ def test_argmax_agreement_only_for_class_scores_and_a_limit_on_it_then_fails() -
     results = evaluate(recipe, target, 1000, {"fidelity": dict(out, data="eval")})
     assert [(r.passed, r.value) for r in results] == [(False, None)]
     assert "not one score per class" in results[0].describe() and "cannot be measured" in results[0].describe()
+
+
+def test_a_limit_from_the_target_budget_says_so_in_the_hint(project: Path) -> None:
+    profile = (ROOT / "targets" / "x86-64.yaml").read_text().replace("latency_p95_ms: 20", "latency_p95_ms: 0.000001")
+    (project / "x86-64.yaml").write_text(profile)
+    body = textwrap.dedent(RECIPE).replace("SHIP", "[opt]").replace("CHECKS", "latency: {}")
+    (project / "recipe.yaml").write_text(body.replace("targets: [x86-64]", "targets: [x86-64.yaml]").lstrip())
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 1
+    assert "or raise the limit (budgets.latency_p95_ms in the x86-64 profile)" in r.stderr, r.stderr

@@ -391,3 +391,17 @@ def test_x86_64_facts(profiles: dict[str, dict[str, Any]]) -> None:
     assert p["cpu"]["arch"] == "x86_64"
     assert {"avx2", "avx512-vnni"} <= set(p["cpu"]["features"])
     assert p["runtimes"] == {"onnxruntime": "1.31"}
+
+
+def test_a_custom_profile_with_more_threads_than_cores_is_a_located_error(tmp_path: Path) -> None:
+    from edgebuild import targets
+    from edgebuild.errors import UserError
+
+    text = (Path(__file__).resolve().parents[1] / "targets" / "x86-64.yaml").read_text()
+    (tmp_path / "box.yaml").write_text(text.replace("threads: 8", "threads: 64"))
+    with pytest.raises(UserError) as err:
+        targets.load("box.yaml", tmp_path)
+    rendered = err.value.render()
+    assert re.search(r"box\.yaml:\d+:\d+: error: cpu\.threads is 64, more than the 8 cores the profile declares", rendered)
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        targets.load("./", tmp_path)

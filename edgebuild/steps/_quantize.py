@@ -689,7 +689,15 @@ class Goal:
 
     def text(self) -> str:
         key, value = next(iter(self.limit.items()))
-        return f"{self.metric} {'>=' if key == 'min' else '<='} {value:g}"
+        return f"{self.metric} {'>=' if key == 'min' else '<='} {value:.10g}"
+
+    def show(self, x: float) -> str:
+        """A metric value with enough digits to tell it from the goal (0.99999 is not "1" next to 0.9999999)."""
+        limit = next(iter(self.limit.values()))
+        for digits in (4, 6, 8, 10):
+            if f"{x:.{digits}g}" != f"{limit:.{digits}g}":
+                return f"{x:.{digits}g}"
+        return f"{x:.10g}"
 
 
 @dataclass
@@ -762,8 +770,8 @@ class AccuracySearch:
             best = max((c for c in self.tried if c.metric == c.metric), key=lambda c: self._score(c.metric), default=first)
             raise StepError(
                 f"the accuracy goal {goal.text()} on dataset '{goal.data}' is not met: the best of {len(self.tried)} "
-                f"quantization(s) reached {best.metric:.4g} ({best.method or 'dynamic'}, per_channel={best.per_channel}, "
-                f"{len(best.excluded)} node(s) in float); the first reached {first.metric:.4g}",
+                f"quantization(s) reached {goal.show(best.metric)} ({best.method or 'dynamic'}, per_channel={best.per_channel}, "
+                f"{len(best.excluded)} node(s) in float); the first reached {goal.show(first.metric)}",
                 hint="lower the goal, calibrate on more representative samples, or let `best:` pick another variant",
                 recipe_path=("steps", ctx.step_id, "with", "accuracy"))
         # a careful comparison when it decides the outcome, a quick one when it is only reported
@@ -783,7 +791,7 @@ class AccuracySearch:
                      goal.metric, chosen.metric, len(chosen.excluded), fp32_ms, q_ms, self.threads)
         if goal.faster and not fp32_ms >= q_ms * (1 + gain):
             raise StepError(
-                f"the quantized model meets {goal.text()} ({chosen.metric:.4g}) but is not faster than FP32 with "
+                f"the quantized model meets {goal.text()} ({goal.show(chosen.metric)}) but is not faster than FP32 with "
                 f"{self.threads} thread(s): {q_ms:.3f} ms vs {fp32_ms:.3f} ms, a speed-up of "
                 f"{fp32_ms / q_ms if q_ms > 0 else 0:.2f}x where at least {1 + gain:.2f}x counts as faster (the "
                 f"timing rounds varied by {spread:.0%}; {len(chosen.excluded)} node(s) kept in float)",

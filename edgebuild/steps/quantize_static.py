@@ -138,6 +138,10 @@ class QuantizeStatic(StepKind):
             raise StepError(f"dataset '{name}' has no array for model input(s) {', '.join(missing)} "
                             f"(it has: {', '.join(arrays) or 'no arrays'})", recipe_path=("data", name),
                             hint="save one array per model input, named after the input")
+        nan = datasets.nan_problem(path, inputs)
+        if nan:
+            raise StepError(f"dataset '{name}': {nan}", recipe_path=("data", name),
+                            hint="calibration needs real values: drop those samples or fill the gaps before saving")
         available = datasets.count(path, inputs)
         n = min(int(p["samples"]), available)
         if n == 0:

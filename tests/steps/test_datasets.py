@@ -142,3 +142,13 @@ def test_a_model_without_a_batch_dim_quantizes_and_is_measured(tmp_path: Path) -
     m = json.loads((tmp_path / "dist" / "nb" / "manifest.json").read_text())
     fid = m["targets"]["x86-64"]["artifacts"][0]["checks"]["measurements"]["fidelity"]
     assert fid["samples"] == 40 and fid["cosine"] > 0.95
+
+
+def test_nan_in_an_input_array_is_named(tmp_path: Path) -> None:
+    x = np.zeros((5, 3), np.float32)
+    x[2, 1] = np.nan
+    np.savez(tmp_path / "d.npz", x=x, ids=np.zeros((5, 3), np.int64))
+    assert datasets.nan_problem(tmp_path / "d.npz", ["x", "ids"]) == \
+        "array 'x' of d.npz holds NaN values (1 of 5 samples, the first at index 2)"
+    np.savez(tmp_path / "ok.npz", x=np.full((5, 3), np.inf, np.float32))   # inf is a value (an attention mask's -inf)
+    assert datasets.nan_problem(tmp_path / "ok.npz", ["x"]) is None
