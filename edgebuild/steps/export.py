@@ -206,8 +206,12 @@ def _load_weights(ctx: RunContext, module: Any, path: Path) -> None:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        pickled = "weights_only" in str(exc) or "Unsupported global" in str(exc)
         raise StepError(f"cannot load weights {shown} with torch.load(weights_only=True): {type(exc).__name__}: {_short(exc)}",
-                        recipe_path=WEIGHTS, hint="save a plain state_dict: torch.save(model.state_dict(), path)") from None
+                        recipe_path=WEIGHTS,
+                        hint=("it looks like a whole pickled model (torch.save(model)), which edgebuild does not unpickle: "
+                              "save its state_dict instead: torch.save(model.state_dict(), path)") if pickled else
+                        "save a plain state_dict: torch.save(model.state_dict(), path)") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         nested = [k for k in ("state_dict", "model_state_dict", "model") if isinstance(state, dict) and k in state]
         hint = (f"it looks like a checkpoint; save its '{nested[0]}' entry on its own" if nested
@@ -226,8 +230,12 @@ def _load_weights(ctx: RunContext, module: Any, path: Path) -> None:
             parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
+        prefixed = bool(unexpected) and all(k.startswith("module.") for k in unexpected) and \
+            {k.removeprefix("module.") for k in unexpected} >= set(missing)
         raise StepError(f"weights {shown} do not fit the model the factory builds: " + "; ".join(parts), recipe_path=WEIGHTS,
-                        hint="check the weights were saved from this model (same architecture and constructor arguments)")
+                        hint=("the keys carry the 'module.' prefix of a DataParallel/DistributedDataParallel wrapper: "
+                              "save model.module.state_dict(), or strip the prefix from the keys") if prefixed else
+                        "check the weights were saved from this model (same architecture and constructor arguments)")
     try:
         module.load_state_dict(state, strict=True)
     except Exception as exc:
@@ -241,7 +249,9 @@ def _listing(items: list[str], n: int = 4) -> str:
 
 
 def _short(exc: BaseException, n: int = 300) -> str:
-    s = str(exc).strip().splitlines()
+    import re
+
+    s = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip().splitlines()   # torch colours some messages
     text = " ".join(x.strip() for x in s[:4]) if s else ""
     return (text[:n] + "...") if len(text) > n else (text or "(no message)")
 
