@@ -242,6 +242,19 @@ def test_weights_that_do_not_fit(kit, tmp_path: Path, recipe_dir: Path) -> None:
     with pytest.raises(StepError, match=r"1 missing key\(s\): fc\.bias; 1 unexpected key\(s\): extra\.bias") as e:
         Export().run(_ctx(kit, tmp_path, recipe_dir, weights=partial))
     assert e.value.recipe_path == WEIGHTS
+    assert "DataParallel" not in (e.value.hint or "")
+
+
+def test_weights_hints_for_data_parallel_keys_and_pickled_models(kit, tmp_path: Path, recipe_dir: Path) -> None:
+    state = torch.load(_weights(recipe_dir), weights_only=True)
+    torch.save({f"module.{k}": v for k, v in state.items()}, recipe_dir / "dp.pt")
+    with pytest.raises(StepError) as e:
+        Export().run(_ctx(kit, tmp_path, recipe_dir, weights=recipe_dir / "dp.pt"))
+    assert "'module.' prefix of a DataParallel" in (e.value.hint or "")
+    torch.save(torch.nn.Linear(2, 2), recipe_dir / "whole.pt")   # the module itself, pickled
+    with pytest.raises(StepError) as e:
+        Export().run(_ctx(kit, tmp_path, recipe_dir, weights=recipe_dir / "whole.pt"))
+    assert "whole pickled model" in (e.value.hint or "") and "\x1b[" not in e.value.message
 
 
 def test_weights_that_are_not_a_state_dict(kit, tmp_path: Path, recipe_dir: Path) -> None:
