@@ -111,8 +111,13 @@ class StepKind:
 
     @classmethod
     def fill_defaults(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Parameters with defaults filled in, as they enter the cache key: an integer parameter written
+        `17.0` (which JSON Schema takes as an integer) is 17, so it does not make a key of its own."""
         out = {k: spec["default"] for k, spec in cls.params.items() if "default" in spec}
-        out.update(given)
+        for k, v in given.items():
+            types = (cls.params.get(k) or {}).get("type")
+            integer = types == "integer" or (isinstance(types, list) and "integer" in types and "number" not in types)
+            out[k] = int(v) if integer and isinstance(v, float) and v.is_integer() else v
         return dict(sorted(out.items()))
 
     @classmethod

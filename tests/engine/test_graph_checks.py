@@ -33,3 +33,11 @@ def test_fp16_from_an_int8_model_is_refused_at_plan_time(project: Project) -> No
 def test_quantizing_a_float_chain_is_fine(project: Project) -> None:
     project.write(RECIPE.replace("half: {use: fp16, from: int8}", "half: {use: fp16, from: opt}"))
     assert project.edgebuild("validate", "recipe.yaml").code == 0
+
+
+def test_an_integer_parameter_written_as_a_float_has_the_same_key() -> None:
+    from edgebuild.steps.export import Export
+    from edgebuild.steps.quantize_static import QuantizeStatic
+
+    assert Export.fill_defaults({"opset": 17.0}) == Export.fill_defaults({"opset": 17})
+    assert isinstance(QuantizeStatic.fill_defaults({"samples": 100.0, "data": "c"})["samples"], int)
