@@ -10,9 +10,30 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from edgebuild.digest import StatCache, sha256_file
+
+if TYPE_CHECKING:
+    from edgebuild.errors import UserError
+
+CACHE_HINT = "--cache DIR (or $EDGEBUILD_CACHE) must be a folder edgebuild can create and write to"
+
+
+def make_folder(path: Path, what: str, hint: str) -> None:
+    """`mkdir -p path`; an OSError (a file in the way, no permission, a name too long) is a user error
+    that names the folder, e.g. "cannot create the output folder /dev/null/x: Not a directory"."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise folder_error("create", path, what, exc, hint) from None
+
+
+def folder_error(verb: str, path: Path, what: str, exc: OSError, hint: str) -> UserError:
+    """The user error for an OSError while creating (verb "create") or writing to ("write to") a folder."""
+    from edgebuild.errors import Problem, UserError
+
+    return UserError(Problem(f"cannot {verb} the {what} {path}: {exc.strerror or exc}", None, hint))
 
 
 class Cache:
@@ -35,8 +56,12 @@ class Cache:
     def lock(self, key: str) -> Iterator[None]:
         """Hold an exclusive lock on one key, so two processes never build it at once."""
         d = self.root / "locks"
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / f"{key}.lock", "w") as f:
+        make_folder(d, "cache folder", CACHE_HINT)
+        try:
+            f = open(d / f"{key}.lock", "w")
+        except OSError as exc:
+            raise folder_error("write to", d, "cache folder", exc, CACHE_HINT) from None
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
@@ -44,8 +69,13 @@ class Cache:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def scratch(self, key: str) -> Path:
-        path = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        path.mkdir(parents=True)
+        tmp = self.root / "tmp"
+        make_folder(tmp, "cache folder", CACHE_HINT)
+        path = tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise folder_error("write to", tmp, "cache folder", exc, CACHE_HINT) from None
         return path
 
     def commit(self, key: str, scratch: Path, meta: dict[str, Any]) -> Path:
@@ -59,7 +89,7 @@ class Cache:
         meta = dict(meta, key=key, files=files)
         (scratch / "entry.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         dest = self.entry(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(dest.parent, "cache folder", CACHE_HINT)
         try:
             os.rename(scratch, dest)
         except OSError:  # another process committed the same key first: theirs is as good as ours

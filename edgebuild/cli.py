@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 COMMANDS = {
     "run": "build a recipe: run what changed, publish artifacts and the manifest",
@@ -24,11 +25,20 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error (a bad or missing argument) reported like any user error: the usage
+    line, `error: what` and a hint, exit 1. argparse's own exit code 2 would read as a bug in edgebuild."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"error: {message}\n  hint: `{self.prog} --help` lists the arguments\n")
+
+
 def parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only the chosen subcommand's module is imported (keeps a no-op run fast)."""
     from edgebuild import __version__
 
-    p = argparse.ArgumentParser(prog="edgebuild", description="Declarative, cached builds of ML models for edge hardware.")
+    p = Parser(prog="edgebuild", description="Declarative, cached builds of ML models for edge hardware.")
     p.add_argument("--version", action="version", version=f"edgebuild {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

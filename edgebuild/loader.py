@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,26 +45,121 @@ def load(path: str | Path, display: str | None = None) -> Document:
     """Parse `path`; a syntax error or a duplicate key is a located UserError."""
     name = display or str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise UserError(Problem(f"file not found: {name}", hint="check the path; it is relative to where you run edgebuild"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(Problem(f"cannot read {name}: {exc}", hint="save it as a UTF-8 text file"
-                                if isinstance(exc, UnicodeDecodeError) else None))
-    return loads(text, name)
+    except IsADirectoryError:
+        raise UserError(Problem(f"cannot read {name}: it is a directory, not a file", None,
+                                "give the path of a YAML file, e.g. a recipe.yaml in that folder")) from None
+    except OSError as exc:
+        raise UserError(Problem(f"cannot read {name}: {exc.strerror or exc}", None,
+                                "check that the file exists and that you may read it")) from None
+    return loads(_decode(data, name), name)
+
+
+def _decode(data: bytes, name: str) -> str:
+    """UTF-8 bytes as text with the line ends Python's text mode gives; anything else a located error."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(Problem("the file is UTF-16 text; edgebuild reads YAML files in UTF-8", Location(name, 1, 1),
+                                "save the file as UTF-8 (the editor's encoding setting, or `iconv -f utf-16 -t utf-8`)"))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start].decode("utf-8")   # exc.start is the first byte that is not UTF-8
+        line, col = _line_col(before, len(before))
+        bad = data[exc.start:exc.start + 1].hex()
+        raise UserError(Problem(f"the file is not UTF-8 text: byte 0x{bad} is not valid UTF-8 here ({exc.reason})",
+                                Location(name, line, col),
+                                "save the file as UTF-8 (the editor's encoding setting; `iconv -f latin1 -t utf-8` "
+                                "converts a Latin-1 file)")) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# Line breaks as YAML counts them (CR LF is one); a byte-order mark takes no column.
+_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+# What the YAML reader refuses: control characters but tab and line breaks, surrogates, U+FFFE and U+FFFF.
+_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010ffff]")
+_CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x0B: "VT", 0x0C: "FF", 0x1B: "ESC", 0x7F: "DEL"}
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    """1-based line and column of character `pos` of `text`."""
+    line, start = 1, 0
+    for m in _BREAK.finditer(text, 0, pos):
+        line, start = line + 1, m.end()
+    col = pos - start + 1
+    if line == 1 and text.startswith("\ufeff") and pos > 0:
+        col -= 1
+    return line, col
+
+
+def _reader_problem(exc: yaml.reader.ReaderError, text: str, name: str) -> Problem:
+    """A character YAML does not allow, where it is (libyaml reports a byte offset, found again here)."""
+    m = _NON_PRINTABLE.search(text)
+    pos = m.start() if m else len(text.encode("utf-8")[:exc.position].decode("utf-8", "ignore"))
+    char = ord(text[pos]) if m else exc.character
+    code = f"U+{char:04X}" + (f" ({_CONTROL_NAMES[char]})" if char in _CONTROL_NAMES else "")
+    shown = f"^{chr(char + 64)}" if char < 0x20 else ("^?" if char == 0x7F else None)
+    hint = "delete it: most editors do not show it" + (f" (`cat -v` shows it as {shown})" if shown else "")
+    hint += "; YAML allows no control characters but tab and line breaks"
+    return Problem(f"character {code} is not allowed in a YAML file", Location(name, *_line_col(text, pos)), hint)
 
 
 def loads(text: str, name: str) -> Document:
     try:
         node = yaml.compose(text, Loader=_Loader)
+        if node is not None and "*" in text:
+            _check_aliases(text, name)
     except yaml.MarkedYAMLError as exc:
         raise UserError(_syntax_problem(exc, text, name)) from None
+    except yaml.reader.ReaderError as exc:
+        raise UserError(_reader_problem(exc, text, name)) from None
     doc = Document(name, None, {}, {})
     if node is None:
         doc.values[()] = Location(name, 1, 1)
         return doc
     doc.data = _convert(node, (), doc)
     return doc
+
+
+# The most values (mappings, lists, keys and scalars) a file may expand to once its aliases are copied in:
+# far above any recipe, far below what a "billion laughs" of nested aliases makes.
+MAX_VALUES = 100_000
+
+
+def _check_aliases(text: str, name: str) -> None:
+    """Count the values the file expands to, a `*alias` counting the whole value its `&anchor` marks, and
+    refuse the alias that takes the count past MAX_VALUES, or one inside the value it names (a cycle);
+    from the parser's events, before anything walks the expanded data."""
+    sizes: dict[str, int] = {}                 # anchor -> values its value expands to, once closed
+    open_: list[tuple[str | None, int]] = []    # collections being read: their anchor, the count at their start
+    total = 0
+    for ev in yaml.parse(text, Loader=_Loader):
+        if isinstance(ev, yaml.AliasEvent):
+            loc = Location(name, ev.start_mark.line + 1, ev.start_mark.column + 1)
+            if ev.anchor not in sizes:
+                raise UserError(Problem(f"the alias *{ev.anchor} is inside the value &{ev.anchor} marks, so it "
+                                        "would contain itself", loc, f"write the value out here, or move &{ev.anchor} "
+                                        "to a value that does not contain this alias"))
+            total += sizes[ev.anchor]
+            if total > MAX_VALUES:
+                raise UserError(Problem(f"the alias *{ev.anchor} takes the file past {MAX_VALUES:,} values "
+                                        "once aliases are copied in", loc,
+                                        "each alias copies the whole value of its anchor, so aliases of values that "
+                                        "hold aliases multiply; use them for shared step parameters, not nested copies"))
+        elif isinstance(ev, yaml.ScalarEvent):
+            total += 1
+            if ev.anchor is not None:
+                sizes[ev.anchor] = 1
+        elif isinstance(ev, yaml.CollectionStartEvent):
+            total += 1
+            if ev.anchor is not None:
+                sizes.pop(ev.anchor, None)
+            open_.append((ev.anchor, total))
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            anchor, start = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = total - start + 1
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, name: str) -> Problem:

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from edgebuild import __version__
-from edgebuild.cache import Cache
+from edgebuild.cache import Cache, folder_error, make_folder
 from edgebuild.digest import StatCache
 from edgebuild.execute import Outcome
 from edgebuild.plan import Plan, tool_version
 from edgebuild.steps.base import ONNX
 
 MANIFEST_FORMAT = 1
+OUT_HINT = "--out DIR must be a folder edgebuild can create and write to (default: dist/)"
 
 
 def out_dir(plan: Plan, out: Path | None) -> Path:
@@ -32,7 +33,7 @@ def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
     targets published now are appended to `published`.
     """
     verdicts = verdicts or {}
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "output folder", OUT_HINT)
     previous = _read(out / "manifest.json")
     manifest = _header(plan, out, cache.stats)
     kept = {t: v for t, v in previous.get("targets", {}).items()
@@ -114,7 +115,10 @@ def _precision(plan: Plan, chain: list[str]) -> str:
 def _publish_target(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
                     tname: str, shipped: list[tuple[str, str]]) -> dict[str, Any]:
     stage = out / f".{tname}.staging-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
+    try:
+        stage.mkdir()
+    except OSError as exc:
+        raise folder_error("write to", out, "output folder", exc, OUT_HINT) from None
     artifacts, deferred = [], []
     try:
         for sid, nid in shipped:

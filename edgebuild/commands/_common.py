@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Any
 
 
+def jobs_count(text: str) -> int:
+    """--jobs: how many steps run at once, an integer of 1 or more (left out: the number of cores)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs: give an integer of 1 or more "
+                                         "(leave --jobs out to use every core)")
+    return value
+
+
 def add_cache_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", metavar="DIR", type=Path,
                    help="cache folder (default: $EDGEBUILD_CACHE, else .edgebuild/cache beside the recipe)")

@@ -36,9 +36,21 @@ MIME = {
 }
 
 
+def port(text: str) -> int:
+    """--port: a TCP port number, 0 to 65535 (0: the system picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give a number from 0 to 65535 "
+                                         "(0 picks a free one)")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, metavar="DIR", help="folder to serve, e.g. dist/vitals/browser-wasm/web")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--quiet", action="store_true", help="do not log each request")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from enginekit import BASIC, Project
+import pytest
+from enginekit import BASIC, Project, Result
 
 
 def test_targets_lists_and_shows_profiles(project: Project) -> None:
@@ -52,3 +53,70 @@ def test_cache_info_and_gc(project: Project) -> None:
     (project.root / ".edgebuild" / "cache" / "plans").rename(project.root / "plans.old")
     assert project.edgebuild("run", "recipe.yaml").code == 0
     assert project.ran() == []      # gc kept everything the last build uses
+
+
+# -- errors a user can cause from the command line: `error: what` and a hint, exit 1, no traceback -----------
+
+def _user_error(r: Result, *needles: str) -> None:
+    assert r.code == 1 and "Traceback" not in r.err, r.err
+    for needle in needles:
+        assert needle in r.err, r.err
+    assert "\n  hint: " in r.err, r.err
+
+
+def test_usage_errors_exit_1_with_the_usage_line_and_a_hint(project: Project) -> None:
+    project.write(BASIC)
+    r = project.edgebuild("plan", "--format", "xml", "recipe.yaml")
+    _user_error(r, "usage: edgebuild plan", "error: argument --format: invalid choice: 'xml'")
+    _user_error(project.edgebuild("run"), "usage: edgebuild run", "error: the following arguments are required: recipe")
+
+
+def test_serve_port_out_of_range_is_a_usage_error(project: Project) -> None:
+    for port in ("99999", "-1", "http"):
+        _user_error(project.edgebuild("serve", ".", "--port", port), f"error: argument --port: '{port}' is not a TCP port")
+
+
+@pytest.mark.xfail(strict=True, reason="commands/run.py must use type=_common.jobs_count for --jobs")
+def test_jobs_below_one_is_a_usage_error(project: Project) -> None:
+    project.write(BASIC)
+    _user_error(project.edgebuild("run", "recipe.yaml", "--jobs", "-3", "--force", "a"),
+                "error: argument --jobs/-j: '-3' is not a number of jobs")
+    assert project.ran() == []
+
+
+def test_recipe_path_that_is_a_directory(project: Project) -> None:
+    (project.root / "sub").mkdir()
+    _user_error(project.edgebuild("run", "sub"), "error: cannot read sub: it is a directory")
+
+
+def test_output_and_cache_folders_that_cannot_be_created(project: Project) -> None:
+    project.write(BASIC)
+    (project.root / "file").write_text("a file where a folder should go\n")
+    r = project.edgebuild("run", "recipe.yaml", "--out", "file/dist")
+    _user_error(r, "error: cannot create the output folder file/dist/tiny: Not a directory", "--out DIR")
+    assert (project.root / "file").is_file()
+    project.ran()
+    r = project.edgebuild("run", "recipe.yaml", "--cache", "file/cache")
+    _user_error(r, f"error: cannot create the cache folder {project.root / 'file' / 'cache'}", "--cache DIR")
+    assert project.ran() == [] and not (project.root / "dist").exists()
+
+
+def test_step_id_longer_than_64_characters_is_a_located_error(project: Project) -> None:
+    for n, ok in ((64, True), (65, False)):
+        sid = "s" * n
+        project.write(BASIC.replace(" c:", f" {sid}:").replace("[c, p]", f"[{sid}, p]"))
+        r = project.edgebuild("validate", "recipe.yaml")
+        if ok:
+            assert r.code == 0, r.err
+        else:
+            assert r.code == 1 and "Traceback" not in r.err, r.err
+            assert f"recipe.yaml:9:3: error: invalid name '{sid}' in steps" in r.err, r.err
+
+
+def test_anchors_and_aliases_share_step_parameters(project: Project) -> None:
+    project.write(BASIC.replace("with: {tag: B}", "with: &shared {tag: B}").replace("with: {tag: C}", "with: *shared"))
+    r = project.edgebuild("run", "recipe.yaml")
+    assert r.code == 0, r.err
+    assert project.ran() == ["a", "b", "c", "p", "p"]
+    steps = json.loads((project.root / "dist" / "tiny" / "manifest.json").read_text())["steps"]
+    assert steps["c"]["params"]["tag"] == steps["b"]["params"]["tag"] == "B"
