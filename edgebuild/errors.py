@@ -48,7 +48,8 @@ def _source_excerpt(loc: Location | None) -> list[str]:
         return []
     if loc.line > len(text):
         return []
-    src = text[loc.line - 1]
+    # control characters are shown escaped: printed raw, an ESC recolours the terminal and a BEL beeps
+    src = "".join(c if c == "\t" or c.isprintable() else f"\\x{ord(c):02x}" for c in text[loc.line - 1])
     gutter = f"{loc.line:>5} | "
     caret = " " * (len(gutter) - 2) + "| " + " " * max(loc.col - 1, 0) + "^"
     return [gutter + src, caret]

@@ -198,7 +198,8 @@ def _check_graph(r: Recipe) -> list[Problem]:
                                     r.doc.at(("steps", sid, "from" if s.source else "use")), hint))
             continue
         have = _precision_of(r, s.source)
-        if s.kind.takes_precisions is not None and have is not None and have not in s.kind.takes_precisions:
+        if s.kind.takes_precisions is not None and s.source is not None and have is not None \
+                and have not in s.kind.takes_precisions:
             fits = [o for o, spec in r.steps.items() if o != sid and spec.kind.gives in s.kind.takes
                     and _precision_of(r, o) in (*s.kind.takes_precisions, None)]
             problems.append(Problem(

@@ -82,6 +82,10 @@ def _problems(doc: Document, err: Any, prefix: tuple[Any, ...]) -> list[Problem]
         return [Problem("the model names no source: it needs `onnx` or `pytorch`", doc.at(path, key=True),
                         "add `onnx: path/to/model.onnx` or `pytorch: {factory: file.py:build}`")]
     if "propertyNames" in err.relative_schema_path:  # jsonschema reports the name's own error, at the mapping
+        if err.validator == "maxLength":
+            return [Problem(f"name '{_clip(str(err.instance))}' in {where} is {len(str(err.instance))} characters long, "
+                            f"more than {err.validator_value}", doc.at(path + (err.instance,), key=True),
+                            "a step id becomes part of file names: keep it short")]
         what = _pattern_text(err.schema["pattern"]) if err.validator == "pattern" else err.message
         return [Problem(f"invalid name '{err.instance}' in {where}: {what}",
                         doc.at(path + (err.instance,), key=True), _suggest(str(err.instance), err.schema.get("pattern")))]
@@ -154,12 +158,20 @@ def _describe(err: Any, where: str) -> str:
         return f"{where} lists the same item twice"
     if kind == "minLength":
         return f"{where} must not be empty"
+    if kind == "maxLength":
+        return f"{where} is {len(v)} characters long, more than {s['maxLength']}: '{_clip(v)}'"
     if kind in ("anyOf", "oneOf"):
         return f"{where}: {found(v)} is not valid here ({_short(err)})"
     return f"{where}: {err.message}"
 
 
+def _clip(text: str, n: int = 24) -> str:
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def _hint(err: Any) -> str | None:
+    if err.validator == "maxLength":
+        return "it becomes part of file and folder names: keep it short"
     if err.validator == "enum" and isinstance(err.instance, str):
         return did_you_mean(err.instance, [str(e) for e in err.schema["enum"]])
     if err.validator == "pattern" and isinstance(err.instance, str):

@@ -159,3 +159,13 @@ def test_model_source_both_or_neither() -> None:
     assert "both `onnx` and `pytorch`" in both.message and (both.loc.line, both.loc.col) == (5, 3)
     [neither] = _problems(RECIPE.replace("  onnx: tiny.onnx", "  inputs: {x: {shape: [1]}}"))
     assert "no source" in neither.message and (neither.loc.line, neither.loc.col) == (3, 1)
+
+
+def test_control_characters_in_the_excerpt_are_shown_escaped(tmp_path) -> None:
+    from edgebuild.errors import Location, Problem
+
+    f = tmp_path / "r.yaml"
+    f.write_text("name: x\ndescription: \x1b[31mred\x07\n")
+    out = Problem("bad character", Location(str(f), 2, 14)).render()
+    assert "\x1b" not in out and "\x07" not in out
+    assert "description: \\x1b[31mred\\x07" in out

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebuild.commands._common import add_cache_arg, cache_root, history_path
+from edgebuild.commands._common import add_cache_arg, cache_root, history_path, jobs_count
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", type=Path, help="the recipe file (YAML)")
     p.add_argument("--target", action="append", default=[], metavar="T", help="build only this target (repeatable)")
-    p.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="steps to run at once (default: number of cores)")
+    p.add_argument("--jobs", "-j", type=jobs_count, default=0, metavar="N", help="steps to run at once (default: number of cores)")
     p.add_argument("--out", type=Path, metavar="DIR", help="publish to DIR/<name>/ (default: dist/<name>/)")
     add_cache_arg(p)
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="rerun this step even if cached (repeatable)")
@@ -91,9 +91,9 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     if failures or failed_checks:
         kept = sorted(t for t in plan.selected if t not in published and t in manifest["targets"])
         if not args.json:   # the table shows what this run published, never a kept entry as if it were new
-            from edgebuild import summary
+            from edgebuild.summary import print_table
 
-            summary.print_table(manifest, [t for t in plan.selected if t in published])
+            print_table(manifest, [t for t in plan.selected if t in published])
             for t in plan.selected:
                 if t not in published:
                     print(f"{t}: not published by this run" + (" (dist keeps its last good build)" if t in kept else ""))
