@@ -50,6 +50,7 @@ def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
                 manifest["targets"][tname] = previous["targets"][tname]
             continue
         entry = _publish_target(plan, cache, outcomes, out, tname, shipped)
+        entry["recipe_sha256"] = manifest["recipe"]["sha256"]   # a `--target` run leaves the others as they were
         if v is not None:
             for a in entry["artifacts"]:
                 if a["step"] in v.artifacts:

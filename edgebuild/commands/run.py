@@ -64,6 +64,11 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     from edgebuild.errors import BuildFailed, Problem
     from edgebuild.execute import Executor
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
+    from edgebuild.cache import CACHE_HINT, make_folder
+
+    out = publish.out_dir(plan, args.out)
+    make_folder(cache.root, "cache folder", CACHE_HINT)   # an unusable --cache or --out fails now, before any
+    make_folder(out, "output folder", publish.OUT_HINT)   # step runs, not after the build
     for w in plan.warnings:
         print(w.render(), file=sys.stderr)
     reporter = progress.make(plan, quiet=args.json)
@@ -74,7 +79,6 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     from edgebuild import checks
 
     verdicts = checks.judge(plan, cache, outcomes)
-    out = publish.out_dir(plan, args.out)
     published: list[str] = []
     manifest = publish.publish(plan, cache, outcomes, out, verdicts, published)
     publish.write_build_log(out, plan, outcomes, t0)

@@ -214,3 +214,16 @@ def test_plan_formats(project: Project) -> None:
     assert set(nodes) == {"a", "b", "c", "p@test-cpu", "p@test-gpu"}
     assert nodes["b"]["status"] == "will run" and nodes["b"]["reasons"] == ["never built"]
     assert "digraph" in project.edgebuild("plan", "recipe.yaml", "--format", "dot").out
+
+
+def test_each_target_records_the_recipe_it_was_built_from(project: Project) -> None:
+    """After a `--target` run on an edited recipe, the manifest says which targets are from which recipe."""
+    project.write(BASIC)
+    assert project.edgebuild("run", "recipe.yaml").code == 0
+    old = manifest(project)["recipe"]["sha256"]
+    project.write(BASIC.replace("tag: C", "tag: CC"))
+    assert project.edgebuild("run", "recipe.yaml", "--target", "test-gpu").code == 0
+    m = manifest(project)
+    assert m["recipe"]["sha256"] != old
+    assert m["targets"]["test-gpu"]["recipe_sha256"] == m["recipe"]["sha256"]
+    assert m["targets"]["test-cpu"]["recipe_sha256"] == old
