@@ -86,12 +86,14 @@ def synthetic_plan(work: Path) -> list[tuple[str, str, str]]:
     from enginekit import tiny_onnx
 
     tiny_onnx(work / "tiny.onnx", opset=13)
-    kinds = ["optimize", "quantize-dynamic", "fp16", "optimize"]
+    # ten chains of 20 steps, each taking the previous one's model: optimize steps, with a conversion
+    # (quantize-dynamic or fp16, alternately) near the end of each chain; a converter takes a float model
     steps = {}
     for i in range(200):
         src = f"s{i - 1}" if i % 20 else None
-        steps[f"s{i}"] = {"use": kinds[i % 4], **({"from": src} if src else {}),
-                          **({"with": {"level": "basic"}} if kinds[i % 4] == "optimize" else {})}
+        kind = ("quantize-dynamic" if (i // 20) % 2 else "fp16") if i % 20 == 18 else "optimize"
+        steps[f"s{i}"] = {"use": kind, **({"from": src} if src else {}),
+                          **({"with": {"level": "basic"}} if kind == "optimize" else {})}
     targets = ["raspberry-pi-5", "raspberry-pi-4", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx",
                "x86-64", "nvidia-t4", "browser-wasm", "jetson-nano", "x86-64"]
     targets = list(dict.fromkeys(targets))
