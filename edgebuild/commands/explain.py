@@ -22,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
     plan, _ = load_plan(args.recipe, args.cache, None)
     step, _, target = args.step.partition("@")
     nodes = [n for n in plan.order() if n.step.id == step and (not target or (n.target and n.target.name == target))]
+    shared = [n for n in plan.order() if n.step.id == step and n.target is None]
+    if not nodes and target and shared:   # STEP@TARGET for a step built once for every target
+        print(f"({step} does not depend on the target: one build serves every target)")
+        nodes = shared
     if not nodes:
         if step in plan.recipe.steps and not target:
             print(f"{step}: not built (no target ships it or a step that takes from it)")

@@ -227,3 +227,10 @@ def test_each_target_records_the_recipe_it_was_built_from(project: Project) -> N
     assert m["recipe"]["sha256"] != old
     assert m["targets"]["test-gpu"]["recipe_sha256"] == m["recipe"]["sha256"]
     assert m["targets"]["test-cpu"]["recipe_sha256"] == old
+
+
+def test_explain_step_at_target_for_a_step_shared_by_all_targets(project: Project) -> None:
+    project.write(BASIC)
+    assert project.edgebuild("run", "recipe.yaml").code == 0
+    r = project.edgebuild("explain", "recipe.yaml", "a@test-cpu")
+    assert r.code == 0 and "a does not depend on the target" in r.out and "a: up to date" in r.out
