@@ -294,6 +294,9 @@ def _diff(a: Any, b: Any, path: tuple[str, ...], out: list[str]) -> None:
     if head == "upstream":
         out.append("its input changed (upstream step was rebuilt)")
         return
+    if head == "refs" and len(path) == 2:
+        out.append(f"its {path[1]} model changed (that step was rebuilt)")
+        return
     if head == "code":
         out.append("edgebuild's code for this step kind changed")
         return

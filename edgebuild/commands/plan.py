@@ -33,10 +33,12 @@ def _rows(plan: Any) -> list[dict[str, Any]]:
 
 def _text(plan: Any) -> str:
     lines = [f"{plan.recipe.name}: {len(plan.nodes)} nodes for targets {', '.join(plan.selected)}"]
-    for r in _rows(plan):
+    rows = _rows(plan)
+    width = max((len(r["node"]) for r in rows), default=0)
+    for r in rows:
         src = f" <- {r['from']}" if r["from"] else " <- model"
         why = f": {'; '.join(r['reasons'])}" if r["reasons"] else ""
-        lines.append(f"  {r['status']:<9} {r['node']:<24} {r['use']:<18}{src}  key {r['key'][:12]}{why}")
+        lines.append(f"  {r['status']:<9} {r['node']:<{width}} {r['use']:<18}{src}  key {r['key'][:12]}{why}")
     for t, items in plan.ship.items():
         lines.append(f"  ship {t}: {', '.join(nid for _, nid in items)}")
         if any(plan.nodes[nid].deferred for _, nid in items):
