@@ -38,6 +38,13 @@ class Problem:
         return "\n".join(lines)
 
 
+def strip_ansi(text: str) -> str:
+    """`text` without terminal colour codes (ONNX Runtime and torch put them in their messages)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
 def _source_excerpt(loc: Location | None) -> list[str]:
     """The offending line with a caret under the column, when the file can be read."""
     if loc is None or loc.line <= 0:

@@ -94,10 +94,9 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     failed_checks = [p for v in verdicts.values() for p in v.failures]
     if failures or failed_checks:
         kept = sorted(t for t in plan.selected if t not in published and t in manifest["targets"])
-        if not args.json:   # the table shows what this run published, never a kept entry as if it were new
-            from edgebuild.summary import print_table
-
-            print_table(manifest, [t for t in plan.selected if t in published])
+        # the table shows what this run published, never a kept entry as if it were new
+        _print_table(manifest, [t for t in plan.selected if t in published], args.json)
+        if not args.json:
             for t in plan.selected:
                 if t not in published:
                     print(f"{t}: not published by this run" + (" (dist keeps its last good build)" if t in kept else ""))
@@ -117,15 +116,15 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     if args.json:
         print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3)), indent=2))
     else:
-        _print_table(manifest, plan, False)
+        _print_table(manifest, plan.selected, False)
         progress.print_totals(plan, outcomes, out, time.perf_counter() - t0)
     return 0
 
 
-def _print_table(manifest: dict[str, Any], plan: Any, quiet: bool) -> None:
+def _print_table(manifest: dict[str, Any], targets: list[str], quiet: bool) -> None:
     if not quiet:
         from edgebuild import summary
-        summary.print_table(manifest, plan.selected)
+        summary.print_table(manifest, targets)
 
 
 def _failure(plan: Any, o: Any) -> Any:
@@ -145,11 +144,11 @@ def log_tail(text: str, lines: int = 40) -> list[str]:
     """The last lines of a step's log as a terminal should show them: without the colour codes some
     libraries write (ONNX Runtime's errors), and with a run of identical lines (a warning per traced
     layer) shown once with its count."""
-    import re
+    from edgebuild.errors import strip_ansi
 
     out: list[str] = []
     count = 0
-    for line in re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).rstrip().splitlines():
+    for line in strip_ansi(text).rstrip().splitlines():
         line = line.rstrip()
         if out and line == out[-1]:
             count += 1

@@ -249,9 +249,9 @@ def _listing(items: list[str], n: int = 4) -> str:
 
 
 def _short(exc: BaseException, n: int = 300) -> str:
-    import re
+    from edgebuild.errors import strip_ansi
 
-    s = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip().splitlines()   # torch colours some messages
+    s = strip_ansi(str(exc)).strip().splitlines()
     text = " ".join(x.strip() for x in s[:4]) if s else ""
     return (text[:n] + "...") if len(text) > n else (text or "(no message)")
 
