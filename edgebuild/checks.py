@@ -201,8 +201,11 @@ def _not_measured(step: Any, measure: Any, node: str) -> str | None:
 def _select(r: Any, t: str, v: Verdict) -> None:
     order = r.ship[t]
     cands = [{"step": sid, "passed": a["passed"], "failures": [x.describe() for x in a["_failed"]],
-              "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"]} for sid, a in v.artifacts.items()]
-    cands += [{"step": sid, "passed": False, "failures": [why], "latency": None, "size": None} for sid, why in v.lost.items()]
+              "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"],
+              "relative": (a["measurements"]["latency_ms"].get("vs_reference") or {}).get("ratio")}
+             for sid, a in v.artifacts.items()]
+    cands += [{"step": sid, "passed": False, "failures": [why], "latency": None, "size": None, "relative": None}
+              for sid, why in v.lost.items()]
     cands.sort(key=lambda c: order.index(c["step"]) if c["step"] in order else len(order))
     chosen, records = select(r.best[t], cands)
     v.selection = {"by": r.best[t], "chosen": chosen, "candidates": records}
@@ -229,18 +232,28 @@ TIE = 0.05
 
 
 def select(by: str, candidates: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """Pick the best passing candidate by p95 latency or size; say for each why it lost.
+    """Pick the best passing candidate by latency or size; say for each why it lost.
 
-    Each candidate: {"step", "passed", "failures": [str], "latency": p95, "size": bytes}, in the order of
-    the recipe's `best:` list. By latency, candidates within TIE of the fastest are equally fast and the
-    one listed first wins (the recipe's order is the user's preference); sizes are exact.
+    Each candidate: {"step", "passed", "failures": [str], "latency": p95, "size": bytes, "relative": its
+    time over the FP32 reference's, timed in interleaved pairs, or None}, in the order of the recipe's
+    `best:` list. By latency, the relative times are compared when every passing candidate has one (a
+    busy host moved both sides of each pair alike), else the p95s; candidates within TIE of the fastest
+    are equally fast and the one listed first wins (the recipe's order is the user's preference); sizes
+    are exact.
     """
     passing = [c for c in candidates if c["passed"]]
-    key = (lambda c: c["latency"]) if by == "latency" else (lambda c: c["size"])
+    paired = by == "latency" and bool(passing) and all(c.get("relative") for c in passing)
+    if paired:
+        return _select_by(candidates, passing, lambda c: c["relative"], lambda x: f"{x:.3g}x the reference's time")
+    if by == "latency":
+        return _select_by(candidates, passing, lambda c: c["latency"], lambda x: f"{x:.3g} ms")
+    return _select_by(candidates, passing, lambda c: c["size"], lambda x: f"{x} bytes", tie=0.0)
+
+
+def _select_by(candidates: list[dict[str, Any]], passing: list[dict[str, Any]], key: Any, show: Any,
+               tie: float = TIE) -> tuple[str | None, list[dict[str, Any]]]:
     fastest = min(passing, key=key) if passing else None
-    best = fastest
-    if fastest is not None and by == "latency":
-        best = next(c for c in passing if key(c) <= key(fastest) * (1 + TIE))
+    best = next(c for c in passing if key(c) <= key(fastest) * (1 + tie)) if fastest is not None else None
     out = []
     for c in candidates:
         value = key(c)
@@ -249,13 +262,13 @@ def select(by: str, candidates: list[dict[str, Any]]) -> tuple[str | None, list[
         elif not c["passed"]:
             why = "failed: " + "; ".join(c["failures"])
         else:
-            assert best is not None
-            if by == "size":
-                why = f"larger than {best['step']} ({value} vs {key(best)} bytes)"
-            elif value <= key(fastest) * (1 + TIE):   # type: ignore[index]
-                why = (f"as fast as {best['step']} within {TIE:.0%} ({value:.3g} ms vs {key(best):.3g} ms), "
-                       f"which comes first in best:")
+            assert best is not None and fastest is not None
+            versus = f"({show(value)} vs {show(key(best))})"
+            if not tie:
+                why = f"larger than {best['step']} {versus}"
+            elif value <= key(fastest) * (1 + tie):
+                why = f"as fast as {best['step']} within {tie:.0%} {versus}, which comes first in best:"
             else:
-                why = f"slower than {best['step']} ({value:.3g} ms vs {key(best):.3g} ms)"
+                why = f"slower than {best['step']} {versus}"
         out.append({"step": c["step"], "passed": c["passed"], "value": value, "why": why})
     return (best["step"] if best else None), out

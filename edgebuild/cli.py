@@ -86,13 +86,16 @@ def _report(exc: Exception) -> int:
     """User errors: their located problems, exit 1. Anything else is a bug: traceback, exit 2."""
     import traceback
 
-    from edgebuild.errors import EdgebuildError  # imported here: the no-op path never needs it
+    from edgebuild.errors import EdgebuildError, StepBug  # imported here: the no-op path never needs it
 
     if isinstance(exc, EdgebuildError):
         sys.stdout.flush()
         print(exc.render(), file=sys.stderr)
         return 1
-    traceback.print_exception(exc)
+    if isinstance(exc, StepBug):   # the traceback that matters is the worker's
+        print(f"{exc}; the worker's traceback:\n{exc.trace.rstrip()}", file=sys.stderr)
+    else:
+        traceback.print_exception(exc)
     print("edgebuild: internal error: this is a bug in edgebuild, not in your recipe; please report it "
           "with the traceback above", file=sys.stderr)
     return 2

@@ -70,3 +70,14 @@ def metadata_file(dist: str) -> Path | None:
     """The metadata file of an installed distribution (an upgrade replaces it), or None."""
     hit = _find(dist)
     return hit[1] if hit else None
+
+
+def release(v: str) -> tuple[int, ...]:
+    """A version's release numbers, as packaging.version reads it ("1.30.0-dev.20250101" -> (1, 30, 0));
+    () when it is not a version. The one version parser: sorting and prefix matches use it."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(v).release
+    except InvalidVersion:
+        return ()

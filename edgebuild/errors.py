@@ -33,8 +33,10 @@ class Problem:
         where = f"{self.loc}: " if self.loc else ""
         lines = [f"{where}{self.severity}: {self.message}"]
         lines += _source_excerpt(self.loc)
-        if self.hint:
-            lines.append(f"  hint: {self.hint}")
+        if self.hint:   # a hint's later lines (a YAML snippet to paste) line up under its first
+            first, *rest = self.hint.split("\n")
+            lines.append(f"  hint: {first}")
+            lines += [f"        {line}" for line in rest]
         return "\n".join(lines)
 
 
@@ -100,3 +102,13 @@ class BuildFailed(EdgebuildError):
 def error_at(loc: Location | None, message: str, hint: str | None = None) -> UserError:
     """Shorthand for a single located user error."""
     return UserError(Problem(message, loc, hint))
+
+
+class StepBug(Exception):
+    """A step's worker died of an exception raised by edgebuild's own code: a bug, reported with the
+    worker's traceback and exit code 2, never as a step failure the user should fix."""
+
+    def __init__(self, node: str, trace: str):
+        super().__init__(f"step '{node}' hit a bug in edgebuild")
+        self.node = node
+        self.trace = trace

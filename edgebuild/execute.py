@@ -30,6 +30,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)   # e.g. "cache entry was corrupt; rebuilt"
     work_seconds: float = 0.0     # time inside the step's run(), as the worker measured it
     started: float = 0.0          # time.perf_counter() when the executor took the node up
+    bug: str | None = None        # the worker's traceback when edgebuild's own code raised (exit 2, not a step failure)
 
 
 class Reporter(Protocol):
@@ -128,7 +129,7 @@ class Executor:
             result = _read_result(scratch / "result.json", code)
             if not result.get("ok"):
                 return Outcome(node.id, "failed", message=result.get("message", "failed"), hint=result.get("hint"),
-                               recipe_path=result.get("recipe_path"), log=text)
+                               recipe_path=result.get("recipe_path"), log=text, bug=result.get("bug"))
             shutil.move(str(log_path), out_dir / "log.txt")
             meta = {"node": node.id, "use": node.step.use, "info": result["info"], "material": node.material}
             self.cache.commit(node.key, out_dir, meta)

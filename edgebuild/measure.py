@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import resource
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ MEASURE_REF = "edgebuild.measure:Measure"
 
 class Measure(StepKind):
     name = "measure"
-    version = 2
+    version = 3
     summary = "Measure an ONNX artifact on this host: latency with the target's threads, peak memory, fidelity, accuracy."
     params = {
         "threads": {"type": "integer", "description": "intra-op threads (the target's cpu.threads)"},
@@ -37,7 +36,6 @@ class Measure(StepKind):
     gives = "measurements"
     tools = ("onnxruntime", "numpy")
     dataset_params = ("fidelity_data", "accuracy_data")
-    code_files = ("metrics.py",)
 
     @classmethod
     def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
@@ -65,16 +63,18 @@ class Measure(StepKind):
                                 hint="fidelity and accuracy need real values: drop those samples or fill the gaps")
         feed = next(datasets.feeds(ctx.data[first], names, 1)) if first else _synthetic(sess, np)
         facts: dict[str, Any] = {"host": host_cpu()}
+        ref_path = ctx.refs["reference"] / "model.onnx" if "reference" in ctx.refs else Path(ctx.source["onnx"])
         if p.get("latency", True):
             facts["latency_ms"] = _latency(sess, feed, p["warmup"], p["runs"], p["threads"])
             ctx.log.info("latency p50 %.3f ms p95 %.3f ms", facts["latency_ms"]["p50"], facts["latency_ms"]["p95"])
+            facts["memory_mb"] = round(max(_peak_rss_mb() - base_rss, 0.0), 1)   # before a second model loads
+            facts["latency_ms"]["vs_reference"] = _versus(ort, sess, ref_path, feed, p["threads"], ctx.log)
         else:
             sess.run(None, feed)
             facts["latency_ms"] = None   # see the `latency` parameter
-        facts["memory_mb"] = round(max(_peak_rss_mb() - base_rss, 0.0), 1)
+            facts["memory_mb"] = round(max(_peak_rss_mb() - base_rss, 0.0), 1)
         ctx.log.info("peak memory +%.1f MB", facts["memory_mb"])
         if first:
-            ref_path = ctx.refs["reference"] / "model.onnx" if "reference" in ctx.refs else Path(ctx.source["onnx"])
             ref = _session(ort, ref_path, p["threads"])
             limit = p["fidelity_samples"]
             data_name = p["fidelity_data"] or first
@@ -100,12 +100,26 @@ def _metric(spec: str, ref: dict[str, Any], cand: dict[str, Any], data_file: Pat
     return {"spec": spec, "value": round(float(metrics.evaluate(spec, ref, cand, data, recipe_dir)), 6)}
 
 
+def _versus(ort: Any, sess: Any, ref_path: Path, feed: dict[str, Any], threads: int, log: Any) -> dict[str, Any] | None:
+    """This artifact's latency relative to the FP32 reference, timed interleaved pair by pair: what `best:`
+    compares, since a ratio taken on one busy host at one moment is steadier than two latencies timed in
+    separate steps (None when the reference cannot run on this feed)."""
+    from edgebuild.steps import _onnx
+
+    try:
+        pair = _onnx.paired_latency(_session(ort, ref_path, threads), sess, feed, budget_s=0.5)
+    except _onnx.runtime_errors() as exc:   # the reference takes other inputs (a model whose inputs were fixed)
+        log.info("no paired timing against the reference: %s", str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc)
+        return None
+    log.info("latency vs the FP32 reference: %.3fx over %d interleaved pairs (±%.1f%%)", pair.ratio, pair.pairs,
+             100 * pair.noise)
+    return pair.facts()
+
+
 def _session(ort: Any, path: Path, threads: int) -> Any:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from edgebuild.steps import _onnx
+
+    return _onnx.session(path, threads=threads)
 
 
 def _synthetic(sess: Any, np: Any) -> dict[str, Any]:
@@ -126,14 +140,9 @@ def _latency(sess: Any, feed: dict[str, Any], warmup: int, runs: int, threads: i
     """Time single inferences until `runs` are taken and one second has passed (at most 20 x runs)."""
     import numpy as np
 
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < runs or (time.perf_counter() - start < 1.0 and len(times) < runs * 20):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000)
+    from edgebuild.steps import _onnx
+
+    times = _onnx.timings(sess, feed, warmup, runs, 1.0, runs * 20)
     a = np.array(times)
     q = {k: float(np.percentile(a, v)) for k, v in (("p50", 50), ("p95", 95), ("p99", 99))}
     return {**{k: round(v, 4) for k, v in q.items()}, "mean": round(float(a.mean()), 4), "stdev": round(float(a.std()), 4),

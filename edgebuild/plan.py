@@ -8,13 +8,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from edgebuild import codedeps
 from edgebuild.digest import StatCache, sha256_json
 from edgebuild.errors import Problem, UserError
 from edgebuild.recipe import Recipe, StepSpec
-from edgebuild.steps.base import ONNX, PYTORCH, TENSORRT, WEB
+from edgebuild.steps.base import ONNX, PYTORCH, TENSORRT, WEB, StepKind
 from edgebuild.targets import Target
 
-SHARED_CODE = ("steps/_onnx.py", "datasets.py", "steps/base.py")   # run-time helpers every step uses
+PACKAGE = Path(__file__).resolve().parent   # the edgebuild package: the code a step's key covers
 
 
 @dataclass
@@ -64,11 +65,21 @@ def tool_version(dist: str) -> str:
     return dists.version(dist) or "not installed"
 
 
-def step_code_digest(step: StepSpec, stats: StatCache) -> str:
-    files = [Path(sys.modules[step.kind.__module__].__file__ or "")]
-    root = Path(__file__).resolve().parent
-    files += [root / f for f in SHARED_CODE + step.kind.code_files]
-    return sha256_json([stats.digest(f) for f in files])
+def code_digest(modules: list[Path], code_files: tuple[str, ...], stats: StatCache, root: Path = PACKAGE) -> str:
+    """Digest of the code these modules run: each one and every module of the package at `root` it imports,
+    directly or not, lazily or not (codedeps), plus `code_files` (templates, data) relative to `root`."""
+    files = {f: d for m in modules for f, d in codedeps.closure(m, root, stats).items()}
+    files.update({root / f: stats.digest(root / f) for f in code_files})
+    return sha256_json(sorted(files.values()))
+
+
+def step_code_digest(step: StepSpec, stats: StatCache, reads_source: bool = False) -> str:
+    """The code digest of a step's kind; with the worker's normalization of the recipe's ONNX model
+    (steps/_source.py) when the step reads that model."""
+    modules = [Path(sys.modules[step.kind.__module__].__file__ or "")]
+    if reads_source:
+        modules.append(PACKAGE / "steps" / "_source.py")
+    return code_digest(modules, step.kind.code_files, stats)
 
 
 def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Plan:
@@ -104,8 +115,9 @@ def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Pl
     for sid in unused:
         plan.warnings.append(Problem(f"step '{sid}' is not shipped to any target, nor used by a shipped step: it is not built",
                                      recipe.doc.at(("steps", sid), key=True), "add it to `ship:` or remove it", "warning"))
+    codes: dict[tuple[type[StepKind], bool], str] = {}   # code digests, once per kind in a plan
     for n in plan.nodes.values():
-        _key(recipe, n, plan.nodes, stats)
+        _key(recipe, n, plan.nodes, stats, codes)
     _defer(plan)
     return plan
 
@@ -241,13 +253,18 @@ def _node(recipe: Recipe, sid: str, target: Target | None, users: list[str],
     return Node(node_id, step, target, upstream, users, ir, opset)
 
 
-def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache) -> None:
+def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache,
+         codes: dict[tuple[type[StepKind], bool], str]) -> None:
     """Everything that changes the output bytes goes into the material; the key is its full sha256."""
     step = node.step
+    # the worker normalizes the recipe's ONNX model (model.inputs) for the steps that read it (worker._run)
+    code = (step.kind, "onnx" in recipe.model and (node.upstream is None or node.kind_ref is not None))
+    if code not in codes:
+        codes[code] = step_code_digest(step, stats, code[1])
     m: dict[str, Any] = {
         "kind": step.use,
         "kind_version": step.kind.version,
-        "code": step_code_digest(step, stats),
+        "code": codes[code],
         "params": step.params,
         "upstream": nodes[node.upstream].key if node.upstream else None,
         "onnx_limits": {"ir_version": node.ir_version, "max_opset": node.max_opset},

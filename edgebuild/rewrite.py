@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterator
 
+from edgebuild.steps._onnx import declared_dims, default_opset
+
 if TYPE_CHECKING:
     import numpy as np
     import onnx
@@ -203,10 +205,6 @@ def _close(a: float | None, b: float) -> bool:
     return a is not None and abs(a - b) <= _SCALE_TOL * max(1.0, abs(b))
 
 
-def _default_opset(model: "onnx.ModelProto") -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _std(node: "onnx.NodeProto") -> bool:
     return node.domain in ("", "ai.onnx")
 
@@ -228,7 +226,7 @@ def fuse_hardswish(model: "onnx.ModelProto") -> int:
     input, and every intermediate value must feed only the pattern. Needs opset 14 (HardSwish);
     an older model is left as it is.
     """
-    if _default_opset(model) < HARDSWISH_MIN_OPSET:
+    if default_opset(model) < HARDSWISH_MIN_OPSET:
         return 0
     fresh = _Fresh(_model_names(model))
     return _fuse_graph(model.graph, None, fresh)
@@ -498,12 +496,6 @@ def override_input_dims(model: "onnx.ModelProto", inputs: dict[str, dict[str, An
     return changed
 
 
-def declared_dims(vi: Any) -> list[int | str] | None:
-    """Declared dims (ints, names, "?" for unnamed), or None when no shape (unknown rank) is declared."""
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    return [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
 
 
 def refresh_shapes(model: "onnx.ModelProto") -> int:

@@ -9,10 +9,6 @@ from typing import Any
 
 from edgebuild.errors import Location, Problem
 
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-               10: "float16", 11: "float64", 16: "bfloat16"}
-
-
 def check_factory(ref: str, base: Path, where: Location) -> tuple[Path | None, list[Problem]]:
     """Resolve "file.py:callable" and check the callable is defined there, without importing it."""
     target, _, attr = ref.rpartition(":")
@@ -171,6 +167,8 @@ def probe_onnx(path: Path) -> dict[str, Any]:
     """
     import onnx
 
+    from edgebuild.steps import _onnx
+
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
@@ -184,10 +182,8 @@ def probe_onnx(path: Path) -> dict[str, Any]:
     for vi in model.graph.input:
         if vi.name in inits:
             continue
-        t = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(t.shape.dim)]
-        inputs[vi.name] = {"shape": dims, "dtype": ONNX_DTYPES.get(t.elem_type, str(t.elem_type))}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        inputs[vi.name] = {"shape": _onnx.dims(vi), "dtype": _onnx.dtype_name(vi)}
+    opset = _onnx.default_opset(model)
     external = sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
     return {"inputs": inputs, "opset": opset, "ir_version": model.ir_version,
             "outputs": [o.name for o in model.graph.output], "external": external}
@@ -220,7 +216,7 @@ def check_dataset(name: str, path: Path, inputs: dict[str, dict[str, Any]], wher
         if dtype != want:
             problems.append(Problem(f"dataset '{name}': array '{inp}' has dtype {dtype}, model input '{inp}' takes {want}",
                                     where, f"convert it with array.astype('{want}') before saving"))
-        problems += _shape_problems(name, inp, shape, spec["shape"], where)
+        problems += _shape_problems(name, inp, shape, spec["shape"], want, where)
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"'{k}' {v}" for k, v in counts.items())
         problems.append(Problem(f"dataset '{name}': the input arrays hold different numbers of samples ({listed})", where,
@@ -239,6 +235,8 @@ def _shared_dim_problems(name: str, shapes: dict[str, tuple[int, ...]], inputs: 
     for it from the dataset, or the model fails inside ONNX Runtime with a bare shape error."""
     from edgebuild import datasets
 
+    from edgebuild.steps import _onnx
+
     seen: dict[str, tuple[str, int]] = {}
     problems = []
     for inp, shape in shapes.items():
@@ -247,7 +245,7 @@ def _shared_dim_problems(name: str, shapes: dict[str, tuple[int, ...]], inputs: 
         if len(sample) != len(want):
             continue
         for dim, size in zip(want, sample):
-            if not isinstance(dim, str):
+            if not isinstance(dim, str) or dim == _onnx.UNNAMED:   # each unnamed dim is free, not shared
                 continue
             if dim in seen and seen[dim][1] != size:
                 other, other_size = seen[dim]
@@ -268,14 +266,25 @@ def _shapes_that_fit(want: list[Any]) -> str:
     return f"{_dims(['N', *want])} (fed row by row)" + (f" or {_dims(['N', *want[1:]])}" if want[:1] == [1] else "")
 
 
-def _override_hint(inp: str, want: list[Any]) -> str:
+def _override_hint(inp: str, want: list[Any], dtype: str) -> str:
+    """For a fixed first dim: the `model.inputs` override that makes it a batch dim, ready to paste."""
     if want and isinstance(want[0], int):
-        return (f"; to feed other batch sizes, make the first dim symbolic: "
-                f"model.inputs.{inp}.shape: {_dims(['batch', *want[1:]])}")
+        spec = f"shape: {_dims(['batch', *want[1:]])}" + (f", dtype: {dtype}" if dtype != "float32" else "")
+        return (f"; or, to feed one sample at a time, make the first dim symbolic: add under `model:` in the recipe\n"
+                f"  inputs:\n    {_yaml_key(inp)}: {{{spec}}}")
     return ""
 
 
-def _shape_problems(name: str, inp: str, shape: tuple[int, ...], want: list[Any], where: Location) -> list[Problem]:
+def _yaml_key(name: str) -> str:
+    """`name` as a YAML mapping key: plain when it is safe, quoted otherwise (ONNX names like "input:0")."""
+    import json
+    import re
+
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name) else json.dumps(name)
+
+
+def _shape_problems(name: str, inp: str, shape: tuple[int, ...], want: list[Any], dtype: str,
+                    where: Location) -> list[Problem]:
     # samples lie along the first axis: fed as batches of one (array[i:i+1]) when the array has the input's
     # rank, row by row (array[i]) when it has one axis more (see edgebuild.datasets)
     from edgebuild import datasets
@@ -289,5 +298,5 @@ def _shape_problems(name: str, inp: str, shape: tuple[int, ...], want: list[Any]
         return [Problem(f"dataset '{name}': array '{inp}' has shape {list(shape)}; each sample fed as {how} "
                         f"has shape {list(sample)}, which does not fit the input shape {shown}", where,
                         f"samples go along the first axis: an array of shape {_shapes_that_fit(want)}"
-                        f"{_override_hint(inp, want)}")]
+                        f"{_override_hint(inp, want, dtype)}")]
     return []

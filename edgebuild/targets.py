@@ -137,4 +137,6 @@ def _check_cpu(doc: loader.Document) -> list[Problem]:
 
 
 def _vkey(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split(".") if x.isdigit())
+    from edgebuild import dists
+
+    return dists.release(v)

@@ -34,8 +34,14 @@ def main(job_file: str) -> int:
             result = {"ok": False, "message": exc.message, "hint": exc.hint,
                       "recipe_path": list(exc.recipe_path) if exc.recipe_path else None}
         else:
-            traceback.print_exc()
-            result = {"ok": False, "message": f"{type(exc).__name__}: {exc}", "hint": None, "recipe_path": None}
+            from edgebuild.steps.base import raised_by_edgebuild
+
+            trace = traceback.format_exc()
+            print(trace, file=sys.stderr, end="")
+            # raised inside a tool library (onnx, onnxruntime, torch) on the user's model: the step failed;
+            # raised by edgebuild's own code: a bug, which the run reports with this traceback and exit 2
+            result = {"ok": False, "message": f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}", "hint": None,
+                      "recipe_path": None, "bug": trace if raised_by_edgebuild(exc) else None}
     result["seconds"] = time.perf_counter() - t0   # the step's own work, heavy imports included
     Path(job["result"]).write_text(json.dumps(result, sort_keys=True))
     sys.stdout.flush()

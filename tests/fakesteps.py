@@ -39,8 +39,9 @@ class Copy(StepKind):
 
 class Fail(StepKind):
     name = "fake-fail"
-    summary = "Fails: with a StepError (how=user), an exception (how=crash) or by ending its process (how=die) (tests only)."
-    params = {"how": {"enum": ["user", "crash", "die", "segv"], "default": "user", "description": "how to fail"}}
+    summary = ("Fails: with a StepError (how=user), an exception from outside edgebuild, as a tool library raises "
+               "(how=crash), one from edgebuild's own code (how=bug) or by ending its process (how=die) (tests only).")
+    params = {"how": {"enum": ["user", "crash", "bug", "die", "segv"], "default": "user", "description": "how to fail"}}
     tools = ()
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
@@ -56,6 +57,10 @@ class Fail(StepKind):
             os.kill(os.getpid(), signal.SIGSEGV)
         if ctx.params["how"] == "user":
             raise StepError("the model is not good enough", hint="try harder", recipe_path=("steps", ctx.step_id, "with", "how"))
+        if ctx.params["how"] == "bug":   # edgebuild's own code given what it does not take: a TypeError in it
+            from edgebuild.steps import _onnx
+
+            _onnx.sig3(None)  # type: ignore[arg-type]
         raise RuntimeError("boom")
 
 

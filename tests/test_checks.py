@@ -283,3 +283,18 @@ def test_a_limit_from_the_target_budget_says_so_in_the_hint(project: Path) -> No
                        text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 1
     assert "or raise the limit (budgets.latency_p95_ms in the x86-64 profile)" in r.stderr, r.stderr
+
+
+def test_selection_by_latency_uses_paired_ratios_when_every_candidate_has_one() -> None:
+    """Times relative to the FP32 reference, taken in interleaved pairs, decide over p95s timed in separate
+    steps: a neighbour that slowed one candidate's measurement must not hand the choice to another."""
+    from edgebuild.checks import select
+
+    def cand(step: str, p95: float, relative: float | None) -> dict:
+        return {"step": step, "passed": True, "failures": [], "latency": p95, "size": 100, "relative": relative}
+
+    # qdq's p95 was taken while another build ran (slower), but its paired ratio says it is faster
+    chosen, why = select("latency", [cand("fp32", 1.0, 1.0), cand("qdq", 1.6, 0.7)])
+    assert chosen == "qdq" and why[0]["why"] == "slower than qdq (1x the reference's time vs 0.7x the reference's time)"
+    # one candidate without a ratio: fall back to the p95s for all of them
+    assert select("latency", [cand("fp32", 1.0, 1.0), cand("qdq", 1.6, None)])[0] == "fp32"

@@ -76,6 +76,11 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
         outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force)).run()
     finally:
         reporter.close()
+    bug = next((o for o in outcomes.values() if o.bug), None)
+    if bug is not None:   # nothing is published from a build that hit a bug; what was built stays cached
+        from edgebuild.errors import StepBug
+
+        raise StepBug(bug.node, bug.bug or "")
     from edgebuild import checks
 
     verdicts = checks.judge(plan, cache, outcomes)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -189,15 +191,29 @@ def precision_of(model: "onnx.ModelProto") -> str:
     return "fp16" if fp16 > fp32 else "fp32"
 
 
-def dims(value_info: Any) -> list[int | str]:
-    """A value's shape as recipe-style dims: ints for fixed dims, names for symbolic ones ("?" when unnamed)."""
+# An unnamed dim: no dim_param, an empty one, or a negative dim_value (exporters write -1). Each one is a
+# free dim of its own: two of them never have to agree, unlike two dims with the same name.
+UNNAMED = "?"
+
+
+def declared_dims(value_info: Any) -> list[int | str] | None:
+    """The one reader of declared shapes: recipe-style dims (ints for fixed dims, names for symbolic
+    ones, UNNAMED for unnamed ones), or None when no shape (not even the rank) is declared."""
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
     out: list[int | str] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
+    for d in t.shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:
             out.append(int(d.dim_value))
         else:
-            out.append(d.dim_param or "?")
+            out.append(d.dim_param or UNNAMED)
     return out
+
+
+def dims(value_info: Any) -> list[int | str]:
+    """`declared_dims`, with no dims when no shape is declared."""
+    return declared_dims(value_info) or []
 
 
 def dtype_name(value_info: Any) -> str:
@@ -259,12 +275,13 @@ def sig3(x: float) -> float:
     return float(f"{x:.3g}")
 
 
-def session(model: "str | Path | bytes | onnx.ModelProto", optimize: bool = True) -> Any:
-    """A single-threaded CPU InferenceSession (fixed threads: the same numbers on every run)."""
+def session(model: "str | Path | bytes | onnx.ModelProto", optimize: bool = True, threads: int = 1) -> Any:
+    """The one way edgebuild opens a model: a CPU InferenceSession with `threads` intra-op threads (one by
+    default: the same numbers on every run), ONNX Runtime's logging quiet, graph optimizations on or off."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     if not optimize:
@@ -274,6 +291,95 @@ def session(model: "str | Path | bytes | onnx.ModelProto", optimize: bool = True
     if isinstance(model, Path):
         model = str(model)
     return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def timings(sess: Any, feed: dict[str, Any], warmup: int = 2, min_runs: int = 5, budget_s: float = 0.25,
+            max_runs: int = 2000) -> list[float]:
+    """The one latency sampler: `warmup` untimed runs, then the wall time (ms) of single inferences until
+    at least `min_runs` are taken and `budget_s` seconds have passed (at most `max_runs`)."""
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < max_runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def runtime_errors() -> tuple[type[BaseException], ...]:
+    """What ONNX Runtime raises on a model it cannot load or run: its own exception classes (which derive
+    from Exception alone), plus the RuntimeError/ValueError its Python layer raises. Catch these, not
+    Exception, so a bug in edgebuild's own code is not mistaken for a problem with the model."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException", "InvalidProtobuf",
+             "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
+    found = tuple(c for c in (getattr(state, n, None) for n in names) if isinstance(c, type) and issubclass(c, BaseException))
+    return found + (RuntimeError, ValueError)
+
+
+@dataclass
+class Paired:
+    """Two models timed interleaved, pair by pair: medians, the median per-pair ratio, and how noisy it was."""
+
+    a_ms: float
+    b_ms: float
+    ratio: float    # median of b / a over the pairs (below 1: b is faster)
+    noise: float    # relative half-width of the median ratio's ~95 % interval (boxplot notch: 1.57 IQR / sqrt(n))
+    spread: float   # interquartile range of the per-pair ratios, relative to their median
+    pairs: int
+
+    def facts(self) -> dict[str, Any]:
+        return {"ratio": round(self.ratio, 4), "noise": round(self.noise, 4), "spread": round(self.spread, 4),
+                "pairs": self.pairs}
+
+
+def paired_latency(a: Any, b: Any, feed: dict[str, Any], budget_s: float = 1.0, min_pairs: int = 20,
+                   max_pairs: int = 5000) -> Paired:
+    """Time sessions `a` and `b` on `feed` in alternating order (a b, b a, ...), one pair after another.
+
+    A busy host (another build beside this one, a noisy neighbour on a VM) slows both runs of a pair
+    alike, so the ratio within a pair is steadier than two latencies timed seconds apart; the median
+    over pairs is what speed decisions use."""
+    import numpy as np
+
+    feeds = (_fit_feed(a, feed), _fit_feed(b, feed))
+    for sess, f in zip((a, b), feeds):   # warm-up: first runs allocate and pick kernels
+        sess.run(None, f)
+        sess.run(None, f)
+    ta: list[float] = []
+    tb: list[float] = []
+    start = time.perf_counter()
+    while len(ta) < min_pairs or (time.perf_counter() - start < budget_s and len(ta) < max_pairs):
+        order = (0, 1) if len(ta) % 2 == 0 else (1, 0)
+        got = [0.0, 0.0]
+        for i in order:
+            t0 = time.perf_counter()
+            (a, b)[i].run(None, feeds[i])
+            got[i] = time.perf_counter() - t0
+        ta.append(got[0] * 1000.0)
+        tb.append(got[1] * 1000.0)
+    ratios = np.array(tb) / np.maximum(np.array(ta), 1e-9)
+    med = float(np.median(ratios))
+    iqr = float(np.percentile(ratios, 75) - np.percentile(ratios, 25))
+    rel = iqr / med if med > 0 else 0.0
+    return Paired(float(np.median(ta)), float(np.median(tb)), med, 1.57 * rel / len(ratios) ** 0.5, rel, len(ratios))
+
+
+def _fit_feed(sess: Any, feed: dict[str, Any]) -> dict[str, Any]:
+    """`feed` with float arrays cast to the session's float input types (an fp16 model's float16 inputs)."""
+    import numpy as np
+
+    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    out = dict(feed)
+    for i in sess.get_inputs():
+        want = types.get(i.type)
+        v = feed.get(i.name)
+        if want is not None and v is not None and v.dtype.kind == "f" and v.dtype != want:
+            out[i.name] = v.astype(want)
+    return out
 
 
 def check_loads(path: str | Path, what: str, hint: str | None = None) -> Any:

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from edgebuild.steps import _onnx
 from edgebuild.steps.base import RunContext, StepError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,6 +79,14 @@ def name_nodes(model: "onnx.ModelProto") -> int:
 
 def preprocess(model: "onnx.ModelProto", log: Any) -> tuple["onnx.ModelProto", dict[str, Any]]:
     """Constants to initializers, constant folding, shape inference; returns (model, what changed)."""
+    facts = weights_as_initializers(model, log)
+    model, facts["shapes_inferred"] = infer_shapes(model, log)
+    return model, facts
+
+
+def weights_as_initializers(model: "onnx.ModelProto", log: Any) -> dict[str, Any]:
+    """Constant nodes to initializers and constant subgraphs folded, in place: the weight-rewriting steps
+    (quantize, fp16, int4) only see weights that are initializers. Returns what changed."""
     facts: dict[str, Any] = {"constants_to_initializers": constants_to_initializers(model)}
     try:
         facts["folded_nodes"] = fold_constants(model)
@@ -86,11 +94,10 @@ def preprocess(model: "onnx.ModelProto", log: Any) -> tuple["onnx.ModelProto", d
         facts["folded_nodes"] = 0
         facts["folding_skipped"] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
         log.warning("constant folding skipped: %s", facts["folding_skipped"])
-    model, facts["shapes_inferred"] = infer_shapes(model, log)
     if facts["constants_to_initializers"] or facts["folded_nodes"]:
         log.info("pre-processing: %d Constant node(s) became initializers, %d constant node(s) folded",
                  facts["constants_to_initializers"], facts["folded_nodes"])
-    return model, facts
+    return facts
 
 
 def constants_to_initializers(model: "onnx.ModelProto") -> int:
@@ -177,6 +184,52 @@ def fold_constants(model: "onnx.ModelProto") -> int:
     return len(folded)
 
 
+# Per-channel weights need DequantizeLinear's `axis`, which arrived in opset 13; PaddleOCR and many older
+# exporters write opset 11 or 12, and ONNX Runtime's quantizer then writes an invalid model.
+PER_CHANNEL_OPSET = 13
+
+
+def upgrade_opset(model: "onnx.ModelProto", want: int, max_opset: int, log: Any) -> tuple["onnx.ModelProto", dict[str, Any]]:
+    """The model at default-domain opset `want` when it is older (onnx.version_converter), within `max_opset`.
+
+    Returns (model, facts): {"from", "to"} when converted, {"from", "kept", "reason"} when the model stays
+    at its opset (the caller then avoids what needs the newer one), {} when nothing was needed."""
+    import onnx
+    from onnx import version_converter
+
+
+    have = _onnx.default_opset(model)
+    if have == 0 or have >= want:
+        return model, {}
+    if want > max_opset:
+        return model, {"from": have, "kept": have,
+                       "reason": f"the targets' runtimes load opset {max_opset} at most, below {want}"}
+    try:
+        converted = version_converter.convert_version(model, want)
+        onnx.checker.check_model(converted)
+    except Exception as exc:   # the converter lacks an adapter for some op, or writes a graph the checker rejects
+        reason = f"onnx.version_converter failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        log.warning("opset %d -> %d: %s", have, want, reason)
+        return model, {"from": have, "kept": have, "reason": reason}
+    log.info("converted the model from opset %d to %d (per-channel weights need opset %d)", have, want, want)
+    return converted, {"from": have, "to": want}
+
+
+def per_channel_opset(model: "onnx.ModelProto", per_channel: bool, max_opset: int,
+                      log: Any) -> tuple["onnx.ModelProto", bool, dict[str, Any] | None]:
+    """Make per-channel weights possible on an opset < 13 model: convert it, or fall back to per-tensor weights.
+
+    Returns (model, per-channel still allowed, facts for the manifest or None when nothing was needed)."""
+    model, facts = upgrade_opset(model, PER_CHANNEL_OPSET, max_opset, log)
+    if not facts:
+        return model, True, None
+    if "to" in facts:
+        return model, True, facts
+    if per_channel:
+        log.warning("per-channel weights need opset %d: quantizing per tensor instead", PER_CHANNEL_OPSET)
+    return model, False, facts
+
+
 def infer_shapes(model: "onnx.ModelProto", log: Any) -> tuple["onnx.ModelProto", int]:
     """ONNX shape inference (types and shapes of intermediate tensors); (model, values it typed)."""
     import onnx
@@ -210,7 +263,6 @@ def quantized_nodes(model: "onnx.ModelProto") -> list[str]:
     """Names (or op types, for unnamed nodes) of the nodes whose weights are stored as integers: an
     integer op with an integer initializer weight, or a node reading DequantizeLinear of an integer
     initializer. Weights quantized at run time (DynamicQuantizeLinear of a Constant) do not count."""
-    from edgebuild.steps import _onnx
 
     out: set[str] = set()
     for g in _onnx.iter_graphs(model.graph):
@@ -336,22 +388,6 @@ def threads_for(target: dict[str, Any] | None) -> int:
 
 # -- running models ----------------------------------------------------------------------------------
 
-def session(model: "onnx.ModelProto | bytes | str | Path", threads: int = 1, optimize: bool = True) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if isinstance(model, Path):
-        model = str(model)
-    elif not isinstance(model, (str, bytes)):
-        model = model.SerializeToString()
-    return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
-
-
 def cast_feeds(feeds: Iterator[dict[str, Any]], specs: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Float samples in the model's float input type (e.g. float16 inputs after an fp16 step)."""
     for feed in feeds:
@@ -378,39 +414,20 @@ def latency_ms(sess: Any, feed: dict[str, Any], budget_s: float = 0.25, min_runs
     """Median wall time of one inference, over at least `min_runs` runs and about `budget_s` seconds."""
     import numpy as np
 
-    sess.run(None, feed)
-    sess.run(None, feed)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < max_runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return float(np.median(times))
+    return float(np.median(_onnx.timings(sess, feed, 2, min_runs, budget_s, max_runs)))
 
 
-# "Faster than FP32" must be a measurable gain: at least MIN_GAIN, and more than the run-to-run spread
-# of the rounds (capped at MAX_MARGIN), so a model at parity with FP32 is refused every time instead of
-# passing or failing by chance.
+# "Faster than FP32" must be a measurable gain: at least MIN_GAIN, and more than the uncertainty of the
+# median per-pair ratio (capped at MAX_MARGIN), so a model at parity with FP32 is refused every time
+# instead of passing or failing by chance. FP32 and the quantized model are timed interleaved, pair by
+# pair (edgebuild.steps._onnx.paired_latency), so a busy host slows both sides alike.
 MIN_GAIN = 0.03
 MAX_MARGIN = 0.2
 
 
-def compare_latency(fp32: Any, quant: Any, feed: dict[str, Any], rounds: int = 3,
-                    budget_s: float = 0.3) -> tuple[float, float, float]:
-    """(FP32 ms, quantized ms, spread): medians taken in alternating rounds, the best round of each (less
-    disturbed by whatever else the host is doing), and the larger relative spread between rounds."""
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(latency_ms(fp32, feed, budget_s))
-        b.append(latency_ms(quant, feed, budget_s))
-    spread = max((max(x) - min(x)) / min(x) if min(x) > 0 else 0.0 for x in (a, b))
-    return min(a), min(b), spread
-
-
-def required_gain(spread: float) -> float:
-    """The speed-up over FP32 (as a fraction) that counts as faster, given the rounds' spread."""
-    return min(max(MIN_GAIN, spread), MAX_MARGIN)
+def required_gain(noise: float) -> float:
+    """The speed-up over FP32 (as a fraction) that counts as faster, given the paired timing's noise."""
+    return min(max(MIN_GAIN, noise), MAX_MARGIN)
 
 
 # -- range mixing ------------------------------------------------------------------------------------
@@ -446,7 +463,6 @@ def range_mixing(model: "onnx.ModelProto", spans: dict[str, float], ratio: float
     float, the tensor is never quantized. When a layer with weights reads it (a Concat inside the
     backbone), that layer quantizes it with one scale whatever this node does: `keep_fp32` is empty.
     """
-    from edgebuild.steps import _onnx
 
     g = model.graph
     consumers = _consumers(g)
@@ -559,7 +575,7 @@ def sensitivity(fp32: "onnx.ModelProto", quant: "onnx.ModelProto", nodes: list[s
         for t in probes:
             if t not in have:
                 m2.graph.output.append(onnx.ValueInfoProto(name=t))
-        return session(m2, threads=1, optimize=False)
+        return _onnx.session(m2, threads=1, optimize=False)
 
     fs, qs = probe_model(fp32), probe_model(quant)
     clamps = _fused_activations(fp32, quant, probes)
@@ -650,7 +666,6 @@ def _nearest(start: list[str], err: dict[str, float], step: Callable[[str], list
 
 def _concat_segments(g: Any) -> dict[str, tuple[int, list[int]]]:
     """Concat output -> (axis, sizes of its inputs along it), where value_info knows the sizes."""
-    from edgebuild.steps import _onnx
 
     shapes = {v.name: _onnx.dims(v) for v in list(g.value_info) + list(g.input) + list(g.output)}
     shapes.update({t.name: list(t.dims) for t in g.initializer})
@@ -713,7 +728,6 @@ class Candidate:
     note: str = ""
 
     def facts(self) -> dict[str, Any]:
-        from edgebuild.steps import _onnx
 
         out: dict[str, Any] = {}
         if self.method is not None:
@@ -748,16 +762,15 @@ class AccuracySearch:
     tried: list[Candidate] = field(default_factory=list)
 
     def run(self) -> tuple[Candidate, dict[str, Any]]:
-        from edgebuild.steps import _onnx
 
         ctx, goal = self.ctx, self.goal
         self._load_data()
         self.threads = threads_for(ctx.target)
-        self.fp32_sess = session(self.fp32_model, threads=self.threads)
+        self.fp32_sess = _onnx.session(self.fp32_model, threads=self.threads)
         # metrics on models run without graph optimizations: Q/DQ simulated in float, the same numbers on
         # every build host (fused int8 kernels differ by host: e.g. VPMADDUBSW saturation on x86 without
         # VNNI), so the search, and the bytes it picks, do not depend on where the step runs
-        self.ref = outputs(session(self.fp32_model, optimize=False), self.feeds)
+        self.ref = outputs(_onnx.session(self.fp32_model, optimize=False), self.feeds)
         first = self._try(*self.configs[0], self.base_excluded)
         if first is None or first.model is None:
             raise StepError(f"no node was quantized: {self.why_nothing()}",
@@ -775,26 +788,28 @@ class AccuracySearch:
                 hint="lower the goal, calibrate on more representative samples, or let `best:` pick another variant",
                 recipe_path=("steps", ctx.step_id, "with", "accuracy"))
         # a careful comparison when it decides the outcome, a quick one when it is only reported
-        fp32_ms, q_ms, spread = compare_latency(self.fp32_sess, session(chosen.model, threads=self.threads),
-                                                self.timing_feed, *((3, 0.3) if goal.faster else (1, 0.1)))
-        gain = required_gain(spread)
+        pair = _onnx.paired_latency(self.fp32_sess, _onnx.session(chosen.model, threads=self.threads), self.timing_feed,
+                                    budget_s=1.5 if goal.faster else 0.2)
+        fp32_ms, q_ms, speedup = pair.a_ms, pair.b_ms, 1.0 / pair.ratio if pair.ratio > 0 else 0.0
+        gain = required_gain(pair.noise)
         facts = {
             "data": goal.data, "metric": goal.metric, "goal": {k: v for k, v in goal.limit.items()},
             "samples": self.n, "before": _onnx.sig3(first.metric), "after": _onnx.sig3(chosen.metric),
             "fp32_nodes": list(chosen.excluded), "threads": self.threads,
-            "latency_ms": {"fp32": round(fp32_ms, 3), "quantized": round(q_ms, 3),
-                           "speedup": round(fp32_ms / q_ms, 2) if q_ms > 0 else None,
-                           **({"required_speedup": round(1 + gain, 2)} if goal.faster else {})},
+            "latency_ms": {"fp32": round(fp32_ms, 3), "quantized": round(q_ms, 3), "speedup": round(speedup, 2),
+                           **({"required_speedup": round(1 + gain, 2)} if goal.faster else {}),
+                           "pairs": pair.pairs, "noise": round(pair.noise, 4), "spread": round(pair.spread, 4)},
             "search": [c.facts() for c in self.tried],
         }
-        ctx.log.info("chosen: %s=%.4g with %d node(s) in float; latency FP32 %.3f ms, quantized %.3f ms (%d thread(s))",
-                     goal.metric, chosen.metric, len(chosen.excluded), fp32_ms, q_ms, self.threads)
-        if goal.faster and not fp32_ms >= q_ms * (1 + gain):
+        ctx.log.info("chosen: %s=%.4g with %d node(s) in float; latency FP32 %.3f ms, quantized %.3f ms, speed-up %.2fx "
+                     "over %d interleaved pairs (±%.1f%%; %d thread(s))", goal.metric, chosen.metric, len(chosen.excluded),
+                     fp32_ms, q_ms, speedup, pair.pairs, 100 * pair.noise, self.threads)
+        if goal.faster and not speedup >= 1 + gain:
             raise StepError(
                 f"the quantized model meets {goal.text()} ({goal.show(chosen.metric)}) but is not faster than FP32 with "
-                f"{self.threads} thread(s): {q_ms:.3f} ms vs {fp32_ms:.3f} ms, a speed-up of "
-                f"{fp32_ms / q_ms if q_ms > 0 else 0:.2f}x where at least {1 + gain:.2f}x counts as faster (the "
-                f"timing rounds varied by {spread:.0%}; {len(chosen.excluded)} node(s) kept in float)",
+                f"{self.threads} thread(s): {q_ms:.3f} ms vs {fp32_ms:.3f} ms, a speed-up of {speedup:.2f}x where at "
+                f"least {1 + gain:.2f}x counts as faster (median of {pair.pairs} interleaved pairs, ±{pair.noise:.1%}; "
+                f"{len(chosen.excluded)} node(s) kept in float)",
                 hint="int8 pays off for conv/matmul-heavy models on CPUs with fast int8 kernels; try the other "
                      "quantization step, or set `accuracy: {faster: false}` to keep it anyway",
                 recipe_path=("steps", ctx.step_id, "with", "accuracy"))
@@ -865,7 +880,7 @@ class AccuracySearch:
             return cand
         cand.model = model
         cand.quantized = len(quantized_nodes(model))
-        sess = session(model, optimize=False)
+        sess = _onnx.session(model, optimize=False)
         try:
             got = outputs(sess, self.feeds)
             cand.metric = metrics.evaluate(self.goal.metric, self.ref, got, self.data, self.ctx.recipe_dir)
@@ -873,7 +888,7 @@ class AccuracySearch:
             raise StepError(f"metric '{self.goal.metric}': {exc}",
                             recipe_path=("steps", self.ctx.step_id, "with", "accuracy", "metric")) from None
         cand.meets = metrics.meets(cand.metric, self.goal.limit)
-        cand.ms = latency_ms(session(model, threads=self.threads), self.timing_feed, budget_s=0.1)
+        cand.ms = latency_ms(_onnx.session(model, threads=self.threads), self.timing_feed, budget_s=0.1)
         self.ctx.log.info("candidate %s per_channel=%s float=%d: %s=%.4g (%s), %.3f ms", method or "dynamic", per_channel,
                           len(excluded), self.goal.metric, cand.metric, "meets" if cand.meets else "misses", cand.ms)
         return cand
@@ -981,13 +996,11 @@ def rank_units(fp32: "onnx.ModelProto", quant: "onnx.ModelProto", candidates: li
 
 
 def _load(path: Path) -> Any:
-    from edgebuild.steps import _onnx
 
     return _onnx.load(path)
 
 
 def _graph_inputs(model: Any) -> dict[str, dict[str, Any]]:
-    from edgebuild.steps import _onnx
 
     return _onnx.graph_inputs(model)
 
@@ -1022,8 +1035,9 @@ def accuracy_schema(searched: str) -> dict[str, Any]:
                         "description": "Measure on the first N samples of `data`."},
             "faster": {"type": "boolean", "default": True,
                        "description": "Fail unless the result is measurably faster than the FP32 input (the target's "
-                                      "threads, capped at this host's CPUs): a speed-up of at least 3 %, and more than "
-                                      "the spread between timing rounds (at most 20 %); false: report both latencies only."},
+                                      "threads, capped at this host's CPUs), timed interleaved with it pair by pair: a "
+                                      "speed-up of at least 3 %, and more than the timing's uncertainty (at most 20 %); "
+                                      "false: report both latencies only."},
         },
     }
 

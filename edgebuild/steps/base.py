@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from edgebuild.errors import Problem
 
@@ -28,6 +29,36 @@ class StepError(Exception):
         self.message = message
         self.hint = hint
         self.recipe_path = recipe_path
+
+
+def raised_by_edgebuild(exc: BaseException) -> bool:
+    """Whether `exc` was raised in edgebuild's own code (its innermost frame is in this package): a bug,
+    unlike an exception a tool library (onnx, onnxruntime, torch) raises on the user's model."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return False
+    package = Path(__file__).resolve().parents[1]
+    return Path(last.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
+
+
+@contextlib.contextmanager
+def tool_errors(what: str, hint: str | None = None, recipe_path: tuple[Any, ...] | None = None) -> Iterator[None]:
+    """Run a tool library on the user's model: its exceptions become a StepError ("WHAT: Type: message"),
+    with the traceback kept in the step's log; an exception from edgebuild's own code passes through."""
+    try:
+        yield
+    except StepError:
+        raise
+    except Exception as exc:
+        if raised_by_edgebuild(exc):
+            raise
+        import traceback
+
+        logging.getLogger("edgebuild.step").info("%s failed:\n%s", what, "".join(traceback.format_exception(exc)).rstrip())
+        text = " ".join(str(exc).split())
+        raise StepError(f"{what}: {type(exc).__name__}: {text[:400]}", hint=hint, recipe_path=recipe_path) from None
 
 
 @dataclass
@@ -100,8 +131,9 @@ class StepKind:
     dataset_params: ClassVar[tuple[str, ...]] = ()    # params naming a dataset of the recipe's `data:` ("a" or "a.b")
     exclusive: ClassVar[bool] = False                 # runs alone (nothing else in parallel): timing measurements
     reproducible: ClassVar[bool] = True               # same inputs give the same bytes (TensorRT engines do not)
-    code_files: ClassVar[tuple[str, ...]] = ()        # files besides its module that shape its output (templates),
-                                                      # relative to the edgebuild package; they enter the key
+    # non-Python files that shape its output (templates, data), relative to the edgebuild package; they enter
+    # the key with its module and every edgebuild module that module imports (found by edgebuild.codedeps)
+    code_files: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def schema(cls) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """fp16: convert float32 weights and compute to float16 (onnxruntime.transformers.float16).
 
+Weights exported as `Constant` nodes (or behind constant subgraphs) become initializers first, as
+in the quantize steps, so they are converted too.
+
 Ops ONNX Runtime keeps in float32 for accuracy (its converter's default block list, e.g. Resize,
 Range, some reductions) stay float32 behind Cast nodes. With `keep_io_types` the model's inputs
 and outputs stay float32, so callers feed and read the same arrays as before.
@@ -9,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgebuild.steps.base import RunContext, StepError, StepKind
+from edgebuild.steps.base import RunContext, StepError, StepKind, tool_errors
 
 
 class Fp16(StepKind):
     name = "fp16"
-    version = 1
+    version = 2
     summary = "Convert float32 weights and computation to float16 (half the size; fast on GPUs and NPUs with fp16)."
     params = {
         "keep_io_types": {"type": "boolean", "default": True,
@@ -33,8 +36,11 @@ class Fp16(StepKind):
         with _onnx.keep_root_logging():
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
+        from edgebuild.steps import _quantize
+
         model = _onnx.load(ctx.input_model)
         size_before = _onnx.file_size(ctx.input_model)
+        pre = _quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
         before = _onnx.initializer_dtypes(model)
         if not before.get("float32"):
             raise StepError("the model has no float32 weights to convert",
@@ -43,10 +49,8 @@ class Fp16(StepKind):
         ctx.log.info("converting float32 to float16 (keep_io_types=%s)", keep)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
+            with tool_errors("float16 conversion failed"):
                 out = convert_float_to_float16(model, keep_io_types=keep)
-            except Exception as exc:
-                raise StepError(f"float16 conversion failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
         for w in caught:   # e.g. weights clipped to the float16 range
             ctx.log.warning("converter: %s", str(w.message).strip())
         _onnx.topo_sort(out.graph)   # the converter appends the input Casts after the nodes that read them
@@ -54,7 +58,8 @@ class Fp16(StepKind):
         _onnx.check_loads(ctx.output_model, "float16")
         after = _onnx.initializer_dtypes(out)
         ctx.log.info("size %d -> %d bytes; initializers by type: %s", size_before, size_after, after)
-        return {"initializers": after, "keep_io_types": keep, "size_before": size_before, "size_after": size_after}
+        return {"initializers": after, "keep_io_types": keep, "preprocess": pre, "size_before": size_before,
+                "size_after": size_after}
 
 
 KIND = Fp16

@@ -1,9 +1,9 @@
 """int4: weight-only 4-bit quantization of MatMul weights into MatMulNBits (onnxruntime.quantization).
 
 Each constant MatMul weight is quantized in blocks of `block_size` values along its input (K) axis,
-one scale (and, when asymmetric, one zero point) per block; activations stay float. Gemm nodes with
-constant weights (PyTorch Linear on 2-D inputs) are first rewritten as MatMul + Add, since the
-quantizer only handles MatMul. MatMulNBits is an ONNX Runtime contrib op (com.microsoft): the output
+one scale (and, when asymmetric, one zero point) per block; activations stay float. Weights exported
+as `Constant` nodes become initializers first, and Gemm nodes with constant weights (PyTorch Linear on
+2-D inputs) are rewritten as MatMul + Add, since the quantizer only handles MatMul. MatMulNBits is an ONNX Runtime contrib op (com.microsoft): the output
 runs on ONNX Runtime (CPU, CUDA, WebGPU), not on other runtimes.
 """
 
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgebuild.steps.base import RunContext, StepError, StepKind
+from edgebuild.steps.base import RunContext, StepError, StepKind, tool_errors
 
 BLOCK_SIZES = [16, 32, 64, 128, 256]
 
 
 class Int4(StepKind):
     name = "int4"
-    version = 1
+    version = 2
     summary = "Quantize MatMul weights to 4 bits (MatMulNBits, ONNX Runtime); activations stay float."
     params = {
         "block_size": {"enum": BLOCK_SIZES, "default": 32,
@@ -48,8 +48,11 @@ class Int4(StepKind):
             from onnxruntime.quantization.quant_utils import QuantFormat
 
         p = ctx.params
+        from edgebuild.steps import _quantize
+
         model = _onnx.load(ctx.input_model)
         size_before = _onnx.file_size(ctx.input_model)
+        pre = _quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
         converted = _onnx.gemm_to_matmul(model)
         if converted:
             ctx.log.info("rewrote %d Gemm node(s) with constant weights as MatMul + Add", converted)
@@ -68,10 +71,9 @@ class Int4(StepKind):
         level = quiet.level
         quiet.setLevel(logging.WARNING)   # it logs two INFO lines per node
         try:
-            quantizer = MatMulNBitsQuantizer(model, algo_config=config)
-            quantizer.process()
-        except Exception as exc:
-            raise StepError(f"INT4 quantization failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
+            with tool_errors("INT4 quantization failed"):
+                quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+                quantizer.process()
         finally:
             quiet.setLevel(level)
         out = quantizer.model.model
@@ -83,7 +85,7 @@ class Int4(StepKind):
         size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
         _onnx.check_loads(ctx.output_model, "int4")
         ctx.log.info("size %d -> %d bytes; %d MatMulNBits node(s)", size_before, size_after, ops["MatMulNBits"])
-        return {"quantized": ops["MatMulNBits"], "gemm_rewritten": converted, "ops": ops,
+        return {"quantized": ops["MatMulNBits"], "gemm_rewritten": converted, "ops": ops, "preprocess": pre,
                 "size_before": size_before, "size_after": size_after}
 
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgebuild.steps.base import RunContext, StepError, StepKind
+from edgebuild.steps.base import RunContext, StepKind, tool_errors
 
 
 class Optimize(StepKind):
@@ -90,10 +90,8 @@ class Optimize(StepKind):
             src.write_bytes(before.SerializeToString(deterministic=True))
             out = Path(tmp) / "optimized.onnx"
             so.optimized_model_filepath = str(out)
-            try:
+            with tool_errors("ONNX Runtime cannot load the input model"):
                 ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise StepError(f"ONNX Runtime cannot load the input model: {str(exc).strip()[:400]}") from None
             model = _onnx.load(out)
         nodes_after = _onnx.node_count(model)
         _onnx.save(model, ctx.output_model, ctx.ir_version, ctx.max_opset)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebuild.steps import _quantize
-from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind
+from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind, tool_errors
 
 # onnxruntime.quantization.registry.IntegerOpsRegistry (ORT 1.32), plus Gemm (rewritten as MatMul).
 DYNAMIC_OPS = ["Attention", "Conv", "EmbedLayerNormalization", "Gather", "Gemm", "LSTM", "MatMul", "Transpose"]
@@ -28,7 +28,7 @@ DYNAMIC_OPS = ["Attention", "Conv", "EmbedLayerNormalization", "Gather", "Gemm",
 
 class QuantizeDynamic(StepKind):
     name = "quantize-dynamic"
-    version = 2
+    version = 3
     summary = "Quantize weights to int8 ahead of time and activations at run time (no calibration data needed)."
     params = {
         "weight_type": {"enum": ["int8", "uint8", "auto"], "default": "int8",
@@ -54,7 +54,6 @@ class QuantizeDynamic(StepKind):
     takes_precisions = ("fp32",)
     tools = ("onnx", "onnxruntime")
     dataset_params = ("accuracy.data",)
-    code_files = ("steps/_quantize.py", "metrics.py")
 
     @classmethod
     def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
@@ -84,6 +83,11 @@ class QuantizeDynamic(StepKind):
         pre: dict[str, Any] | None = None
         if p["preprocess"]:
             model, pre = _quantize.preprocess(model, ctx.log)
+        opset: dict[str, Any] | None = None
+        can_per_channel = True
+        if types.per_channel or p.get("accuracy"):
+            model, can_per_channel, opset = _quantize.per_channel_opset(model, types.per_channel, ctx.max_opset, ctx.log)
+            types.per_channel = types.per_channel and can_per_channel
         op_types = sorted(p["op_types"]) if p.get("op_types") else sorted(DYNAMIC_OPS)
         converted = 0
         if "Gemm" in op_types:
@@ -102,14 +106,11 @@ class QuantizeDynamic(StepKind):
 
             def build(_method: str | None, per_channel: bool, excluded: tuple[str, ...]) -> Any:
                 """The quantized model, or None when no weight was quantized."""
-                try:
-                    with _onnx.quiet_quantizer_logs():
-                        quantize_dynamic(str(src), str(dst), op_types_to_quantize=op_types,
-                                         per_channel=bool(per_channel), reduce_range=types.reduce_range,
-                                         weight_type=wtype, nodes_to_exclude=sorted(excluded))
-                except Exception as exc:
-                    raise StepError(f"ONNX Runtime's dynamic quantizer failed: {type(exc).__name__}: {str(exc).strip()[:400]}",
-                                    hint="try `preprocess: true`, or limit `op_types`") from None
+                with tool_errors("ONNX Runtime's dynamic quantizer failed", hint="try `preprocess: true`, or limit `op_types`"), \
+                        _onnx.quiet_quantizer_logs():
+                    quantize_dynamic(str(src), str(dst), op_types_to_quantize=op_types,
+                                     per_channel=bool(per_channel), reduce_range=types.reduce_range,
+                                     weight_type=wtype, nodes_to_exclude=sorted(excluded))
                 out = _onnx.load(dst)
                 return out if _quantize.quantized_nodes(out) else None
 
@@ -121,7 +122,9 @@ class QuantizeDynamic(StepKind):
             excluded: tuple[str, ...] = ()
             if p.get("accuracy"):
                 goal = _quantize.Goal.from_params(p["accuracy"])
-                configs: list[tuple[str | None, bool]] = [(None, types.per_channel), (None, not types.per_channel)]
+                configs: list[tuple[str | None, bool]] = [(None, types.per_channel)]
+                if can_per_channel:
+                    configs.append((None, not types.per_channel))
                 candidates = [nd.name for nd in model.graph.node if nd.op_type in op_types]
 
                 def ranking(quantized: Any) -> list[list[str]]:
@@ -149,6 +152,8 @@ class QuantizeDynamic(StepKind):
             "ops": ops, "gemm_rewritten": converted, "size_before": size_before, "size_after": size_after,
             "types": types.facts(), "per_channel": per_channel_used, "preprocess": pre if pre is not None else False,
             "quantized_nodes": len(quantized), "fp32_nodes": list(excluded)}
+        if opset:
+            facts["opset"] = opset
         if accuracy is not None:
             facts["accuracy"] = accuracy
         return facts

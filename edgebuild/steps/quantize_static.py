@@ -9,6 +9,8 @@ order changes with PYTHONHASHSEED.
 
 Around that call (edgebuild/steps/_quantize.py has the details):
 - `preprocess`: Constant nodes become initializers, constant subgraphs are folded, shapes inferred;
+- a model older than opset 13 is converted to opset 13 when per-channel weights may be used (their
+  DequantizeLinear `axis` needs it), or quantized per tensor when the converter cannot (facts: `opset`);
 - `auto` types follow the target's CPU (U8S8 on x86-64, S8S8 on Arm64, ...), so the step is built
   once per target;
 - range-mixing nodes (a Concat of box coordinates and class scores) stay in float, with the output
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgebuild.steps import _quantize
-from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind
+from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind, tool_errors
 
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 # ORT's entropy default (128 bins, 128 quantized bins) has a single candidate threshold: plain min/max.
@@ -46,7 +48,7 @@ _SEARCH_METHODS = ("percentile", "entropy", "minmax")
 
 class QuantizeStatic(StepKind):
     name = "quantize-static"
-    version = 2
+    version = 3
     summary = "Quantize weights and activations to int8, calibrating activation ranges on a dataset."
     params = {
         "data": {"type": "string", "description": "Recipe dataset (under `data:`) to calibrate on."},
@@ -85,7 +87,6 @@ class QuantizeStatic(StepKind):
     takes_precisions = ("fp32",)
     tools = ("onnx", "onnxruntime")
     dataset_params = ("data", "accuracy.data")
-    code_files = ("steps/_quantize.py", "metrics.py")
 
     @classmethod
     def emits(cls, params: dict[str, Any]) -> tuple[str, ...]:
@@ -157,6 +158,11 @@ class QuantizeStatic(StepKind):
         pre: dict[str, Any] | None = None
         if p["preprocess"]:
             model, pre = _quantize.preprocess(model, ctx.log)
+        opset: dict[str, Any] | None = None
+        can_per_channel = True
+        if types.per_channel or p.get("accuracy"):   # the search tries per-channel weights too
+            model, can_per_channel, opset = _quantize.per_channel_opset(model, types.per_channel, ctx.max_opset, ctx.log)
+            types.per_channel = types.per_channel and can_per_channel
         _quantize.name_nodes(model)
         specs = _onnx.graph_inputs(model)
         ops = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
@@ -175,16 +181,13 @@ class QuantizeStatic(StepKind):
                     cache = Path(tmp) / f"ranges-{method_name}.json"
                     printed = io.StringIO()
                     try:
-                        with contextlib.redirect_stdout(printed), _onnx.quiet_quantizer_logs():   # calibrators print progress
+                        with tool_errors("ONNX Runtime's calibrator failed"), contextlib.redirect_stdout(printed), \
+                                _onnx.quiet_quantizer_logs():   # calibrators print progress
                             ranges = _calibrate(src, Path(tmp) / f"augmented-{method_name}.onnx", ops,
                                                 getattr(CalibrationMethod, _METHODS[method_name]), method_name,
                                                 _quantize.cast_feeds(datasets.feeds(path, {k: specs.get(k, {}) for k in inputs},
                                                                                     limit=n), specs))
                             save_tensors_data(ranges, cache)
-                    except StepError:
-                        raise
-                    except Exception as exc:
-                        raise StepError(f"ONNX Runtime's calibrator failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
                     finally:
                         for line in printed.getvalue().splitlines():
                             if line.strip():
@@ -196,16 +199,13 @@ class QuantizeStatic(StepKind):
                 """The quantized model with these settings, or None when no weight was quantized."""
                 method_name = method_name or p["method"]
                 cache, _ranges = calibrated(method_name)
-                try:
-                    with _onnx.quiet_quantizer_logs():
-                        quantize_static(
-                            str(src), str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
-                            quant_format=fmt, op_types_to_quantize=ops, per_channel=bool(per_channel),
-                            reduce_range=types.reduce_range, calibrate_method=getattr(CalibrationMethod, _METHODS[method_name]),
-                            activation_type=qtype[types.activation_type], weight_type=qtype[types.weight_type],
-                            nodes_to_exclude=sorted(excluded))
-                except Exception as exc:
-                    raise StepError(f"ONNX Runtime's static quantizer failed: {type(exc).__name__}: {str(exc).strip()[:400]}") from None
+                with tool_errors("ONNX Runtime's static quantizer failed"), _onnx.quiet_quantizer_logs():
+                    quantize_static(
+                        str(src), str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
+                        quant_format=fmt, op_types_to_quantize=ops, per_channel=bool(per_channel),
+                        reduce_range=types.reduce_range, calibrate_method=getattr(CalibrationMethod, _METHODS[method_name]),
+                        activation_type=qtype[types.activation_type], weight_type=qtype[types.weight_type],
+                        nodes_to_exclude=sorted(excluded))
                 out = _onnx.load(dst)
                 return out if _quantize.quantized_nodes(out) else None
 
@@ -226,8 +226,10 @@ class QuantizeStatic(StepKind):
             if p.get("accuracy"):
                 # the step's own settings, the other per-channel setting, then the other calibration methods
                 # (per channel: more accurate for convolutions whatever the method)
-                configs: list[tuple[str | None, bool]] = [(p["method"], types.per_channel), (p["method"], not types.per_channel)]
-                configs += [(m, True) for m in _SEARCH_METHODS if m != p["method"]]
+                configs: list[tuple[str | None, bool]] = [(p["method"], types.per_channel)]
+                if can_per_channel:
+                    configs.append((p["method"], not types.per_channel))
+                configs += [(m, can_per_channel) for m in _SEARCH_METHODS if m != p["method"]]
                 calib_feeds = _quantize.sensitivity_feeds(path, model)
                 candidates = [nd.name for nd in model.graph.node if nd.op_type in ops]
 
@@ -257,6 +259,8 @@ class QuantizeStatic(StepKind):
             "types": types.facts(), "preprocess": pre if pre is not None else False,
             "quantized_nodes": len(quantized), "range_mixing": mixing, "fp32_nodes": list(excluded),
             "ops": counts, "size_before": size_before, "size_after": size_after}
+        if opset:
+            facts["opset"] = opset
         if accuracy is not None:
             facts["accuracy"] = accuracy
         return facts

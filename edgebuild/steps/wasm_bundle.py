@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgebuild.steps.base import WEB, PlanContext, RunContext, StepError, StepKind
+from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind, WEB, tool_errors
 
 PACKAGE = "onnxruntime-web"
 RUNTIME_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
@@ -129,14 +129,11 @@ class WasmBundle(StepKind):
         sample_info, feeds = _sample(ctx, inputs)
         for name, arr in feeds.items():
             inputs[name]["feed_shape"] = list(arr.shape)
-        try:
-            # unoptimized: ONNX Runtime's fused int8 kernels on x86 without VNNI saturate (VPMADDUBSW); the
-            # reference semantics are the graph's QDQ arithmetic, which the WebAssembly kernels follow
+        # unoptimized: ONNX Runtime's fused int8 kernels on x86 without VNNI saturate (VPMADDUBSW); the
+        # reference semantics are the graph's QDQ arithmetic, which the WebAssembly kernels follow
+        with tool_errors("ONNX Runtime (Python) cannot run the model on the demo sample"):
             sess = _onnx.session(ctx.output_model, optimize=False)
             got = sess.run(None, feeds)
-        except Exception as exc:
-            raise StepError(f"ONNX Runtime (Python) cannot run the model on the demo sample: "
-                            f"{type(exc).__name__}: {str(exc).strip()[:400]}") from None
         expected = {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), got)}
         reference = f"Python ONNX Runtime {onnxruntime.__version__} (CPU, 1 thread, graph optimizations off)"
 
@@ -227,10 +224,8 @@ def _write_model(src: Path, dst: Path) -> int:
 
     from edgebuild.steps import _onnx
 
-    try:
+    with tool_errors(f"cannot read ONNX model {src}"):
         light = onnx.load(str(src), load_external_data=False)
-    except Exception as exc:
-        raise StepError(f"cannot read ONNX model {src}: {type(exc).__name__}: {str(exc)[:200]}") from None
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in _onnx.iter_initializers(light))
     if not external:
         shutil.copyfile(src, dst)
@@ -411,8 +406,9 @@ def downloads_dir() -> Path:
 
 
 def _vkey(v: str) -> tuple[int, ...]:
-    core = v.split("-", 1)[0]
-    return tuple(int(x) for x in core.split(".") if x.isdigit())
+    from edgebuild import dists
+
+    return dists.release(v)
 
 
 def _matches(version: str, pinned: str) -> bool:

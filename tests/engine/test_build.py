@@ -154,6 +154,18 @@ def test_crashing_step_shows_its_captured_log(project: Project) -> None:
     assert first_error(r.err).startswith("recipe.yaml:9:3: error:")
 
 
+def test_an_exception_in_edgebuilds_own_code_is_a_bug_not_a_step_failure(project: Project) -> None:
+    project.write(BASIC.replace("c: {use: fake-copy, with: {tag: C}}", "c: {use: fake-fail, with: {how: bug}}"))
+    r = project.edgebuild("run", "recipe.yaml", "--jobs", "1")
+    assert r.code == 2
+    assert "step 'c' hit a bug in edgebuild" in r.err and "this is a bug in edgebuild" in r.err
+    assert "Traceback" in r.err and "in sig3" in r.err and "TypeError" in r.err   # the worker's traceback
+    assert "failed: " not in r.err   # not dressed up as a step failure the user should fix
+    assert not [p for p in (project.root / "dist").rglob("*") if p.is_file()]   # nothing published
+    metas = [json.loads(o.read_text())["node"] for o in (project.root / ".edgebuild" / "cache" / "objects").rglob("entry.json")]
+    assert "c" not in metas
+
+
 def test_keep_going_builds_what_does_not_depend_on_the_failure(project: Project) -> None:
     project.write(BASIC.replace("c: {use: fake-copy, with: {tag: C}}", "c: {use: fake-fail, with: {how: user}}"))
     r = project.edgebuild("run", "recipe.yaml", "--keep-going")
