@@ -40,6 +40,28 @@ class Problem:
         return "\n".join(lines)
 
 
+def in_order(problems: list[Problem]) -> list[Problem]:
+    """Problems in the order a reader fixes them: by file, then line, then column.
+
+    Files keep the order in which their first problem was found (the recipe before a target profile it
+    names, `edgebuild validate a.yaml b.yaml` in the order given). Within a file, a problem without a line
+    (one about the file as a whole) follows the located ones; problems without any location (a command-line
+    flag, the closing note of a failed build) come last. The sort is stable: problems at the same place, and
+    the unlocated ones, keep the order in which they were found.
+    """
+    files: dict[str, int] = {}
+    for p in problems:
+        if p.loc is not None:
+            files.setdefault(p.loc.file, len(files))
+
+    def key(p: Problem) -> tuple[int, bool, int, int]:
+        if p.loc is None:
+            return len(files), False, 0, 0
+        return files[p.loc.file], p.loc.line <= 0, p.loc.line, p.loc.col
+
+    return sorted(problems, key=key)
+
+
 def strip_ansi(text: str) -> str:
     """`text` without terminal colour codes (ONNX Runtime and torch put them in their messages)."""
     import re
@@ -72,8 +94,10 @@ class EdgebuildError(Exception):
             problems = [Problem(problems, hint=hint)]
         elif isinstance(problems, Problem):
             problems = [problems]
-        self.problems: list[Problem] = problems
-        super().__init__(problems[0].message if problems else "error")
+        # every command prints its problems through here (validate, plan, run): in line order, whatever
+        # order the checks found them in
+        self.problems: list[Problem] = in_order(problems)
+        super().__init__(self.problems[0].message if self.problems else "error")
 
     def render(self) -> str:
         return "\n".join(p.render() for p in self.problems)

@@ -75,8 +75,11 @@ class Executor:
         """Nodes whose inputs are done; an exclusive node (a timing measurement) starts only alone."""
         if stop or any(n.step.kind.exclusive for n in running):
             return []
-        ready = []
+        ready: list[Node] = []
+        busy = {n.key for n in running}
         for node in list(pending.values()):
+            if node.key in busy or any(n.key == node.key for n in ready):
+                continue   # the same key for another target (it resolved alike): one build, then a cache hit
             deps = [d for d in [node.upstream, *node.refs.values()] if d]
             done = [self.outcomes.get(d) for d in deps]
             if any(o is None for o in done):

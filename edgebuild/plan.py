@@ -269,7 +269,7 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache,
         "upstream": nodes[node.upstream].key if node.upstream else None,
         "onnx_limits": {"ir_version": node.ir_version, "max_opset": node.max_opset},
         "tools": {d: tool_version(d) for d in step.kind.tools},
-        "target": node.target.key_data if (node.target and step.kind.is_target_specific(step.params)) else None,
+        "target": _target_material(node),
         "sources": {},
     }
     if node.refs:
@@ -288,6 +288,21 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache,
         m["sources"][role] = stats.digest(path)
     node.material = m
     node.key = sha256_json(m)
+
+
+def _target_material(node: Node) -> dict[str, Any] | None:
+    """What a target-specific step's key takes from its target: the values the kind resolves from the
+    profile (so targets that resolve alike share a key, and so one build), else the profile itself."""
+    step = node.step
+    if node.target is None or not step.kind.is_target_specific(step.params):
+        return None
+    resolved = step.kind.resolve(step.params, node.target.data)
+    return {"resolved": resolved} if resolved is not None else node.target.key_data
+
+
+def shared_with(plan: Plan, node: Node) -> list[str]:
+    """Other nodes of the plan with this node's key: the same step for targets that resolve alike."""
+    return [n.id for n in plan.order() if n.key == node.key and n.id != node.id]
 
 
 def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:

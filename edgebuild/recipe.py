@@ -77,20 +77,20 @@ def load(path: str | Path) -> Recipe:
     file = Path(path)
     doc = loader.load(file, display=str(path))
     _check_format(doc)
-    problems = validate.check(doc, validate.schema("recipe"))
-    if problems:
-        raise UserError(problems)
-    steps, problems = _steps(doc)
-    if problems:
-        raise UserError(problems)
-    recipe = _build(file.resolve(), doc, steps)
-    _raise(_check_graph(recipe))
-    _raise(_check_ship(recipe))
-    _raise(_check_sources(recipe))
-    _raise(_check_steps(recipe))
-    from edgebuild import checks
+    _raise(validate.check(doc, validate.schema("recipe")))
+    # Checks that do not need each other's results report together, so one run shows all they find
+    # (UserError prints them in line order). A step of an unknown kind is left out of `steps`: the graph
+    # and ship checks would call it an unknown step, so they wait until every kind is known.
+    steps, step_problems = _steps(doc)
+    try:
+        recipe = _build(file.resolve(), doc, steps)
+    except UserError as exc:
+        raise UserError(step_problems + exc.problems) from None
+    found = step_problems or (_check_graph(recipe) + _check_ship(recipe))
+    _raise(found + _check_sources(recipe))
+    from edgebuild import checks   # both need the graph and the files checked: datasets read, `from` acyclic
 
-    _raise(checks.check_recipe(recipe))
+    _raise(_check_steps(recipe) + checks.check_recipe(recipe))
     return recipe
 
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgebuild.errors import Problem
+from edgebuild.errors import Problem, in_order
 from edgebuild.loader import Document
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -39,8 +39,7 @@ def check(doc: Document, schema_: dict[str, Any], prefix: tuple[Any, ...] = (), 
     problems: list[Problem] = []
     for err in validator.iter_errors(value):
         problems.extend(_problems(doc, err, prefix))
-    problems.sort(key=lambda p: (p.loc.line, p.loc.col) if p.loc else (0, 0))
-    return _dedupe(problems)
+    return _dedupe(in_order(problems))
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgebuild import loader, validate
-from edgebuild.errors import EdgebuildError, Location, Problem, UserError
+from edgebuild.errors import EdgebuildError, Location, Problem, UserError, in_order
 
 RECIPE = textwrap.dedent("""\
     edgebuild: 1
@@ -73,6 +73,44 @@ def test_an_error_renders_every_problem_in_order() -> None:
     err = EdgebuildError([Problem("first", Location("r.yaml")), Problem("second", Location("r.yaml"), severity="note")])
     assert err.render().splitlines() == ["r.yaml: error: first", "r.yaml: note: second"]
     assert str(UserError("plain", hint="h")) == "plain"
+
+
+def test_problems_are_sorted_by_file_line_and_column_unlocated_last() -> None:
+    found = [Problem("step kind", Location("r.yaml", 12, 15)), Problem("flag"),
+             Problem("profile", Location("t.yaml", 2, 1)), Problem("factory", Location("r.yaml", 5, 14)),
+             Problem("whole file", Location("r.yaml")), Problem("same line", Location("r.yaml", 5, 3)),
+             Problem("note", severity="note"), Problem("factory again", Location("r.yaml", 5, 14))]
+    # files in the order they were first found; in a file, by line and column, a problem without a line after
+    # the located ones; problems without a location last; ties keep the order they were found in
+    assert [p.message for p in in_order(found)] == [
+        "same line", "factory", "factory again", "step kind", "whole file", "profile", "flag", "note"]
+    err = UserError(found)
+    assert [p.message for p in err.problems] == [p.message for p in in_order(found)]
+    assert str(err) == "same line" and err.render().startswith("r.yaml:5:3: error: same line")
+
+
+def test_a_recipe_with_problems_in_several_checks_reports_them_all_in_line_order(tmp_path: Path) -> None:
+    from edgebuild import recipe
+
+    path = _write(tmp_path, textwrap.dedent("""\
+        edgebuild: 1
+        name: tiny
+        model:
+          pytorch: {factory: nope.py:build}
+          inputs:
+            x: {shape: [batch, 4], dtype: float32}
+        targets: [x86-64]
+        steps:
+          fp32: {use: export}
+          int8: {use: quantize-dynamc, from: fp32}
+        ship:
+          x86-64: [int8]
+        """))
+    with pytest.raises(UserError) as info:
+        recipe.load(path)
+    # the step kind is checked before the files, but the factory's line comes first
+    assert [(p.loc.line if p.loc else 0, p.message) for p in info.value.problems] == [
+        (4, "factory file not found: nope.py"), (10, "unknown step kind 'quantize-dynamc' in steps.int8")]
 
 
 # -- the loader --------------------------------------------------------------------------------

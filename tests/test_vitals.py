@@ -122,3 +122,16 @@ def test_the_jetson_engine_is_deferred_with_the_command_to_build_it(built: Path)
     d = m["targets"]["jetson-orin-nano"]["deferred"]
     assert [x["step"] for x in d] == ["engine"] and "needs sm_87 with TensorRT 10.3" in d[0]["reason"]
     assert d[0]["command"].endswith("vitals.yaml --target jetson-orin-nano")
+
+
+def test_targets_whose_auto_types_resolve_alike_share_one_build(built: Path) -> None:
+    """x86-64 (VNNI) and browser-wasm both resolve `auto` to U8S8 per-channel: one key, one build; the Pi
+    (Arm64: S8S8) gets its own."""
+    nodes = json.loads((built / "dist" / "vitals" / "build-log.json").read_text())["nodes"]
+    assert sorted([nodes["qdq@x86-64"]["status"], nodes["qdq@browser-wasm"]["status"]]) == ["built", "cached"]
+    assert nodes["qdq@raspberry-pi-5"]["status"] == "built"
+    plan = subprocess.run([sys.executable, "-m", "edgebuild", "plan", str(ROOT / "recipes" / "vitals.yaml"),
+                           "--cache", str(built / "cache")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none"))
+    line = next(x for x in plan.stdout.splitlines() if " qdq@x86-64 " in x)
+    assert "cached" in line and "shared with qdq@browser-wasm" in line

@@ -26,9 +26,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rows(plan: Any) -> list[dict[str, Any]]:
+    from edgebuild.plan import shared_with
+
     return [{"node": n.id, "step": n.step.id, "use": n.step.use, "target": n.target.name if n.target else None,
              "from": n.upstream, "key": n.key, "status": {"cached": "cached", "deferred": "deferred"}.get(n.status, "will run"),
-             "reasons": n.reasons, "onnx_limits": n.material["onnx_limits"]} for n in plan.order()]
+             "reasons": n.reasons, "onnx_limits": n.material["onnx_limits"], "shared_with": shared_with(plan, n)}
+            for n in plan.order()]
 
 
 def _text(plan: Any) -> str:
@@ -38,6 +41,8 @@ def _text(plan: Any) -> str:
     for r in rows:
         src = f" <- {r['from']}" if r["from"] else " <- model"
         why = f": {'; '.join(r['reasons'])}" if r["reasons"] else ""
+        if r["shared_with"]:   # its target resolves to the same parameters: built once, for both
+            why += f" (one build shared with {', '.join(r['shared_with'])})"
         lines.append(f"  {r['status']:<9} {r['node']:<{width}} {r['use']:<18}{src}  key {r['key'][:12]}{why}")
     for t, items in plan.ship.items():
         lines.append(f"  ship {t}: {', '.join(nid for _, nid in items)}")

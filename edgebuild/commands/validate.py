@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgebuild import plan as plan_mod
     from edgebuild import recipe as recipe_mod
+    from edgebuild.commands._common import cache_root
     from edgebuild.digest import StatCache
     from edgebuild.errors import BuildFailed, UserError
 
@@ -21,7 +22,9 @@ def run(args: argparse.Namespace) -> int:
     for path in args.recipes:
         try:
             r = recipe_mod.load(path)
-            p = plan_mod.build(r, StatCache(Path("/nonexistent/stat.json")))
+            # the recipe's cache supplies digests and parsed imports already known (read-only: the stat
+            # cache is never saved here), so validating does not re-read edgebuild's own modules each time
+            p = plan_mod.build(r, StatCache(cache_root(None, path) / "stat.json"))
         except UserError as exc:
             problems += exc.problems
             continue

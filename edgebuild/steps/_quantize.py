@@ -339,24 +339,24 @@ def auto_types(target: dict[str, Any] | None) -> Types:
     cpu = target.get("cpu") or {}
     arch = cpu.get("arch", "")
     feats = set(cpu.get("features") or [])
-    name = target.get("name", arch)
+    # the reasons name the CPU class, not the target: targets that resolve alike share one build (and its facts)
     if arch == "x86_64":
         if feats & {"vnni", "avx512-vnni", "amx"}:
-            return Types("uint8", "int8", True, False, f"{name}: x86-64 with VNNI: U8S8 runs on VPDPBUSD")
+            return Types("uint8", "int8", True, False, "x86-64 with VNNI: U8S8 runs on VPDPBUSD")
         if feats & {"avx2", "avx512"}:
             return Types("uint8", "int8", True, True,
-                         f"{name}: x86-64 with AVX2/AVX-512 but no VNNI: U8S8 on VPMADDUBSW, 7-bit weights against its 16-bit saturation")
-        return Types("uint8", "int8", True, False, f"{name}: x86-64 without AVX2: U8S8")
+                         "x86-64 with AVX2/AVX-512 but no VNNI: U8S8 on VPMADDUBSW, 7-bit weights against its 16-bit saturation")
+        return Types("uint8", "int8", True, False, "x86-64 without AVX2: U8S8")
     if arch == "aarch64":
         how = "SMMLA (i8mm)" if "i8mm" in feats else "SDOT (dotprod)" if "dotprod" in feats else "widening NEON"
-        return Types("int8", "int8", True, False, f"{name}: Arm64: S8S8 on {how}")
+        return Types("int8", "int8", True, False, f"Arm64: S8S8 on {how}")
     if arch == "armv7l":
-        return Types("uint8", "int8", True, False, f"{name}: 32-bit Arm: U8S8 (NEON U8X8 kernels)")
+        return Types("uint8", "int8", True, False, "32-bit Arm: U8S8 (NEON U8X8 kernels)")
     if arch == "wasm32":
         if "relaxed-simd" in feats:   # relaxed SIMD's int8 dot product takes a 7-bit operand: 7-bit weights are safe
-            return Types("uint8", "int8", True, True, f"{name}: WebAssembly relaxed SIMD: U8S8, 7-bit weights")
-        return Types("uint8", "int8", True, False, f"{name}: WebAssembly: U8S8 (U8X8 SIMD kernels)")
-    return Types("uint8", "int8", True, False, f"{name}: {arch or 'unknown CPU'}: U8S8")
+            return Types("uint8", "int8", True, True, "WebAssembly relaxed SIMD: U8S8, 7-bit weights")
+        return Types("uint8", "int8", True, False, "WebAssembly: U8S8 (U8X8 SIMD kernels)")
+    return Types("uint8", "int8", True, False, f"{arch or 'unknown CPU'}: U8S8")
 
 
 def resolve_types(params: dict[str, Any], target: dict[str, Any] | None, dynamic: bool = False) -> Types:
@@ -374,6 +374,17 @@ def resolve_types(params: dict[str, Any], target: dict[str, Any] | None, dynamic
             rr = False   # reduce_range is for the U8S8 kernels' saturation
     reason = auto.reason if uses_auto(params, ("activation_type", "weight_type", "per_channel", "reduce_range")) else "as given"
     return Types(act, wt, pc, rr, reason)
+
+
+def resolved(params: dict[str, Any], target: dict[str, Any], dynamic: bool = False) -> dict[str, Any]:
+    """What a quantize step takes from its target, as concrete values (its cache key's target part): the
+    types `auto` picks and, with an accuracy goal, the thread count its speed check runs with."""
+    t = resolve_types(params, target, dynamic)
+    out: dict[str, Any] = {"activation_type": t.activation_type, "weight_type": t.weight_type,
+                           "per_channel": t.per_channel, "reduce_range": t.reduce_range}
+    if params.get("accuracy"):
+        out["threads"] = threads_for(target)
+    return out
 
 
 def uses_auto(params: dict[str, Any], keys: Iterable[str]) -> bool:

@@ -170,6 +170,13 @@ class StepKind:
         return cls.target_specific
 
     @classmethod
+    def resolve(cls, params: dict[str, Any], target: dict[str, Any]) -> dict[str, Any] | None:
+        """The concrete values of what this step takes from `target` (a profile's data), e.g. quantization
+        types for `auto`, which enter the cache key instead of the whole profile: targets that resolve alike
+        share one build. None (the default): the whole profile enters the key."""
+        return None
+
+    @classmethod
     def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
         """Files named in the parameters whose content changes the output (e.g. a user metric's .py):
         role -> path; their digests enter the cache key."""

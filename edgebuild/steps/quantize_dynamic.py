@@ -64,6 +64,10 @@ class QuantizeDynamic(StepKind):
         return _quantize.uses_auto(params, ("weight_type", "reduce_range")) or bool(params.get("accuracy"))
 
     @classmethod
+    def resolve(cls, params: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+        return _quantize.resolved(params, target, dynamic=True)
+
+    @classmethod
     def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
         return _quantize.metric_source_files(params, recipe_dir)
 

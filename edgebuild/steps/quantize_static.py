@@ -99,6 +99,10 @@ class QuantizeStatic(StepKind):
         return _quantize.uses_auto(params, ("activation_type", "weight_type", "per_channel")) or bool(params.get("accuracy"))
 
     @classmethod
+    def resolve(cls, params: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+        return _quantize.resolved(params, target)
+
+    @classmethod
     def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
         return _quantize.metric_source_files(params, recipe_dir)
 
