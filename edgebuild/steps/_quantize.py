@@ -429,7 +429,7 @@ def latency_ms(sess: Any, feed: dict[str, Any], budget_s: float = 0.25, min_runs
 
 
 # "Faster than FP32" must be a measurable gain: at least MIN_GAIN, and more than the uncertainty of the
-# median per-pair ratio (capped at MAX_MARGIN), so a model at parity with FP32 is refused every time
+# measured ratio (its bootstrap interval, capped at MAX_MARGIN), so a model at parity with FP32 is refused every time
 # instead of passing or failing by chance. FP32 and the quantized model are timed interleaved, pair by
 # pair (edgebuild.steps._onnx.paired_latency), so a busy host slows both sides alike.
 MIN_GAIN = 0.03
@@ -819,7 +819,7 @@ class AccuracySearch:
             raise StepError(
                 f"the quantized model meets {goal.text()} ({goal.show(chosen.metric)}) but is not faster than FP32 with "
                 f"{self.threads} thread(s): {q_ms:.3f} ms vs {fp32_ms:.3f} ms, a speed-up of {speedup:.2f}x where at "
-                f"least {1 + gain:.2f}x counts as faster (median of {pair.pairs} interleaved pairs, ±{pair.noise:.1%}; "
+                f"least {1 + gain:.2f}x counts as faster ({pair.pairs} interleaved pairs, ±{pair.noise:.1%}; "
                 f"{len(chosen.excluded)} node(s) kept in float)",
                 hint="int8 pays off for conv/matmul-heavy models on CPUs with fast int8 kernels; try the other "
                      "quantization step, or set `accuracy: {faster: false}` to keep it anyway",
