@@ -71,6 +71,26 @@ def fmt_bytes(n: Any) -> str:
     return f"{int(f)} B"
 
 
+def fmt_size_tick(mb: float) -> str:
+    """A size axis tick, given in MB, in the unit that reads best: '0', '10 kB', '2.5 MB', '1 GB'."""
+    b = mb * 1e6
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale * (1 - 1e-9):
+            return f"{fmt_plain(b / scale)} {unit}"
+    return f"{fmt_plain(b)} B" if b > 0 else "0"
+
+
+def fmt_share(value: float, limit: float) -> str:
+    """value as a percentage of limit, with two significant digits below 10 %: '57%', '1.5%', '0.0023%'."""
+    p = value / limit * 100 if limit > 0 else math.inf
+    if not math.isfinite(p):
+        return "–"
+    digits = 0 if p >= 10 or p == 0 else 1 - math.floor(math.log10(p))
+    while digits < 4 and p != 100 and round(p, digits) == 100:   # never "100%" for a hair over or under
+        digits += 1
+    return f"{p:.{digits}f}%"
+
+
 def fmt_ratio(v: Any, digits: int = 4) -> str:
     """A value in [0, 1] such as a cosine: never rounded up to 1 unless it is exactly 1."""
     f = num(v)
@@ -166,6 +186,43 @@ def artifact_size_mb(art: dict[str, Any]) -> float | None:
     return b / 1e6 if b is not None else None
 
 
+def step_facts(manifest: dict[str, Any], art: dict[str, Any]) -> dict[str, Any]:
+    """The facts of the step that made an artifact: the manifest's entry for the last node of its chain."""
+    chain = art.get("chain")
+    node = chain[-1] if isinstance(chain, list) and chain else art.get("step")
+    facts = get(manifest, "steps", text(node), "facts")
+    return facts if isinstance(facts, dict) else {}
+
+
+def bundle_sizes(manifest: dict[str, Any], art: dict[str, Any]) -> dict[str, float | None] | None:
+    """A web bundle's sizes in bytes, None for other artifacts: its `model` (model.onnx), the `download` (every
+    file of the bundle folder, the onnxruntime-web runtime included: what a visitor fetches) and `gzip`, the
+    download gzip-compressed as a server sends it. Any may be None: older manifests record only the folder."""
+    if art.get("format") != "web-bundle":
+        return None
+    facts = step_facts(manifest, art)
+    model = num(get(facts, "model", "bytes"))
+    measured = num(get(art, "checks", "measurements", "size_mb"))
+    if model is None and measured is not None:
+        model = measured * 1e6
+    download = num(facts.get("total_bytes"))
+    return {"model": model, "download": download if download is not None else num(art.get("size")),
+            "gzip": num(facts.get("total_gzip_bytes"))}
+
+
+def _bundle_detail(sizes: dict[str, float | None] | None) -> str:
+    """The note under a web bundle's size in the tables: that it is the download, gzip-compressed, and the
+    model's share. It wraps between its parts only (no-break spaces inside them), to keep the column narrow."""
+    if sizes is None:
+        return ""
+    parts = ["download"]
+    if sizes["gzip"] is not None:
+        parts.append(f"{fmt_bytes(sizes['gzip'])} gzip")
+    if sizes["model"] is not None:
+        parts.append(f"model {fmt_bytes(sizes['model'])}")
+    return "; ".join(part.replace(" ", "\u00a0") for part in parts)
+
+
 def has_checks(manifest: dict[str, Any]) -> bool:
     return any(isinstance(a, dict) and isinstance(a.get("checks"), dict)
                for t in targets_of(manifest).values() for a in artifacts_of(t))
@@ -194,7 +251,7 @@ def chosen_step(target: dict[str, Any]) -> str | None:
 
 # --- the view model ---------------------------------------------------------------------------
 
-def _artifact_row(art: dict[str, Any], chosen: str | None) -> dict[str, Any]:
+def _artifact_row(art: dict[str, Any], chosen: str | None, bundle: dict[str, float | None] | None) -> dict[str, Any]:
     m = get(art, "checks", "measurements") or {}
     lat = get(m, "latency_ms") or {}
     fid = get(m, "fidelity") or {}
@@ -225,6 +282,7 @@ def _artifact_row(art: dict[str, Any], chosen: str | None) -> dict[str, Any]:
         "format": text(art.get("format")) or "–",
         "precision": text(art.get("precision")) or "–",
         "size": fmt_bytes(art.get("size")),
+        "size_detail": _bundle_detail(bundle),
         "sha": text(art.get("sha256"))[:12],
         "chain": " → ".join(text(c) for c in art.get("chain", []) if c is not None)
                  if isinstance(art.get("chain"), list) else "",
@@ -277,9 +335,9 @@ def _selection_view(sel: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"by": by, "chosen": text(chosen) if chosen is not None else None, "candidates": cands}
 
 
-def _target_view(name: str, t: dict[str, Any]) -> dict[str, Any]:
+def _target_view(manifest: dict[str, Any], name: str, t: dict[str, Any]) -> dict[str, Any]:
     chosen = chosen_step(t)
-    rows = [_artifact_row(a, chosen) for a in artifacts_of(t)]
+    rows = [_artifact_row(a, chosen, bundle_sizes(manifest, a)) for a in artifacts_of(t)]
     states = [r["passed"] for r in rows if r["passed"] is not None]
     status = None if not states else all(states)
     return {"name": name, "profile": text(get(t, "profile", "name")) or name,
@@ -315,6 +373,32 @@ def _ticks(lo: float, top: float) -> list[float]:
     return out
 
 
+def _log_ticks(lo: float, top: float) -> list[float]:
+    """Tick values of a log axis: each power of ten from lo to top, with 2 and 5 times it over a short axis
+    and 3 times it over a middling one, so ticks stay round and about as far apart as on a linear axis."""
+    decades = math.log10(top / lo)
+    steps = (1, 2, 5) if decades <= 2 else (1, 3) if decades <= 4 else (1,)
+    out = []
+    for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(top)) + 1):
+        out += [v for v in (float(f"{m}e{k}") for m in steps) if lo * (1 - 1e-9) <= v <= top * (1 + 1e-9)]
+    return out
+
+
+# A chart is linear from 0 while its largest value (a budget, often) is at most LOG_SPAN times its smallest:
+# then the smallest bar is still about 8 px of the 440. Beyond that (a 23 kB model against a 1 GB budget is
+# 1:43000) small bars would vanish, and the axis is logarithmic, from a power of ten at or below half the
+# smallest value, so the smallest bar is at least a third of a decade long.
+LOG_SPAN = 50
+
+
+def _axis(values: list[float]) -> tuple[float, float, bool]:
+    """(from, to, log) of a chart's axis for these values (bars and budgets)."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > LOG_SPAN:
+        return 10.0 ** math.floor(math.log10(min(positive) / 2)), _nice_max(max(positive) * 1.1), True
+    return 0.0, _nice_max(max(values) * 1.05 if values else 1.0), False
+
+
 CHART_LABEL_W = 230   # left column: "target / step"
 CHART_BAR_W = 440     # the bars' area
 CHART_RIGHT_W = 170   # right column: "budget ≤ 50 ms"
@@ -324,15 +408,23 @@ BAR_H = 16
 
 def _chart(key: str, title: str, rows: list[dict[str, Any]], higher_is_better: bool,
            fmt: Any, tick_fmt: Any, axis: tuple[float, float] | None = None,
-           limit_fmt: Any = None) -> dict[str, Any]:
-    """Horizontal bars, one per artifact, each with its own budget marker (budgets are per target)."""
+           limit_fmt: Any = None, note: str = "") -> dict[str, Any]:
+    """Horizontal bars, one per artifact, each with its own budget marker (budgets are per target).
+
+    A row may carry its own `text` (the number shown by the bar) and be a `sub` row: a second measure of
+    the artifact above it (a web bundle's download). Without a fixed `axis` the scale is chosen by `_axis`.
+    """
     values = [v for r in rows for v in (r["value"], r["limit"]) if v is not None]
-    lo, top = axis if axis is not None else (0.0, _nice_max(max(values) * 1.05 if values else 1.0))
+    lo, top, log = (*axis, False) if axis is not None else _axis(values)
     x0 = CHART_LABEL_W
-    scale = CHART_BAR_W / (top - lo) if top > lo else 0.0
 
     def x_of(v: float) -> float:
-        return round(x0 + (min(max(v, lo), top) - lo) * scale, 2)
+        v = min(max(v, lo), top)
+        if log:
+            at = math.log10(v / lo) / math.log10(top / lo)
+        else:
+            at = (v - lo) / (top - lo) if top > lo else 0.0
+        return round(x0 + at * CHART_BAR_W, 2)
 
     top_pad = 22
     bars = []
@@ -340,10 +432,11 @@ def _chart(key: str, title: str, rows: list[dict[str, Any]], higher_is_better: b
     for r in rows:
         v, lim = r["value"], r["limit"]
         bar: dict[str, Any] = {"label": r["label"], "title": r["title"], "y": y, "bar_y": y + (ROW_H - BAR_H) / 2,
-                               "text_y": y + ROW_H / 2 + 4, "x0": x0, "measured": v is not None}
+                               "text_y": y + ROW_H / 2 + 4, "x0": x0, "measured": v is not None,
+                               "sub": bool(r.get("sub"))}
         if v is not None:
             w = max(x_of(v) - x0, 1.0)
-            label = fmt(v)
+            label = r.get("text") or fmt(v)
             bar.update(w=round(w, 2), value_text=label)
             # the number goes after the bar, unless it would run into the budget marker or off the bars'
             # area: then inside the bar's end, in white
@@ -363,9 +456,10 @@ def _chart(key: str, title: str, rows: list[dict[str, Any]], higher_is_better: b
             bar.update(limit_x=x_of(lim), limit_text=f"budget {op} {(limit_fmt or fmt)(lim)}")
         bars.append(bar)
         y += ROW_H
-    ticks = [{"x": x_of(t), "label": tick_fmt(t)} for t in _ticks(lo, top)]
-    return {"key": key, "title": title, "bars": bars, "ticks": ticks, "axis_y": y + 4,
-            "tick_text_y": y + 18, "width": CHART_LABEL_W + CHART_BAR_W + CHART_RIGHT_W, "height": y + 24,
+    ticks = [{"x": x_of(t), "label": tick_fmt(t)} for t in (_log_ticks(lo, top) if log else _ticks(lo, top))]
+    return {"key": key, "title": f"{title}, log scale" if log else title, "note": note, "bars": bars,
+            "ticks": ticks, "axis_y": y + 4, "tick_text_y": y + 18,
+            "width": CHART_LABEL_W + CHART_BAR_W + CHART_RIGHT_W, "height": y + 24,
             "right_x": CHART_LABEL_W + CHART_BAR_W + 10, "top_pad": top_pad, "axis_from": lo,
             "any_measured": any(b["measured"] for b in bars)}
 
@@ -379,15 +473,40 @@ def _fidelity_axis(rows: list[dict[str, Any]]) -> tuple[float, float]:
     return max(lo, 0.0), 1.0
 
 
+def _size_rows(manifest: dict[str, Any], art: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """An artifact's rows in the size chart, in MB: its size against the budget; for a web bundle, its model
+    (what the size check measures), then what a visitor downloads: every file, and that gzip-compressed."""
+    r = result_for(art, "size")
+    limit, state = num(get(r, "limit")), get(r, "passed") if r else None
+
+    def row(mb: float | None, what: str = "", **extra: Any) -> dict[str, Any]:
+        shown = None
+        if mb is not None:
+            shown = fmt_bytes(mb * 1e6) + what
+            if limit is not None:
+                shown += f" ({fmt_share(mb, limit)} of budget)"
+        return {**base, "value": mb, "limit": limit, "passed": state, "text": shown, **extra}
+
+    sizes = bundle_sizes(manifest, art)
+    if sizes is None:
+        return [row(artifact_size_mb(art))]
+    mb = {k: v / 1e6 if v is not None else None for k, v in sizes.items()}
+    rows = [row(mb["model"], " model")]
+    title = f"{base['title']}: the files a browser downloads, the onnxruntime-web runtime included"
+    if mb["download"] is not None:
+        rows.append(row(mb["download"], label="↳ download, all files", title=title, sub=True, passed=None))
+    if mb["gzip"] is not None:
+        rows.append(row(mb["gzip"], label="↳ download, gzip", title=title + ", gzip-compressed", sub=True, passed=None))
+    return rows
+
+
 def _charts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     size_rows, lat_rows, fid_rows = [], [], []
     for tname, t in targets_of(manifest).items():
         for a in artifacts_of(t):
             step = text(a.get("step"))
             base = {"target": tname, "label": f"{tname} / {step}", "title": text(a.get("path")) or step}
-            r = result_for(a, "size")
-            size_rows.append(dict(base, value=artifact_size_mb(a), limit=num(get(r, "limit")),
-                                  passed=get(r, "passed") if r else None))
+            size_rows += _size_rows(manifest, a, base)
             r = result_for(a, "latency")
             p95 = num(get(a, "checks", "measurements", "latency_ms", "p95"))
             lat_rows.append(dict(base, value=p95 if p95 is not None else num(get(r, "value")),
@@ -400,9 +519,14 @@ def _charts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     fid_title = "Fidelity (argmax agreement with the fp32 model)"
     if fid_axis[0] > 0:
         fid_title += f", axis from {fmt_plain(fid_axis[0])}"
+    bundles = any(r.get("sub") for r in size_rows)
+    size_note = ("A web bundle's first row is its model, which the size check measures; the rows under it are "
+                 "what a browser downloads (grey: not checked): every file of the bundle, the onnxruntime-web "
+                 "runtime included, and that gzip-compressed." if bundles else "")
     return [
-        _chart("size", "Model size (MB)", size_rows, False, lambda v: fmt_bytes(v * 1e6), lambda v: f"{fmt_plain(v)} MB",
-               limit_fmt=lambda v: f"{fmt_mb(v)} MB"),
+        _chart("size", "Model and download size" if bundles else "Model size", size_rows, False,
+               lambda v: fmt_bytes(v * 1e6), fmt_size_tick,
+               limit_fmt=lambda v: f"{fmt_mb(v)} MB", note=size_note),
         _chart("latency", "Latency p95 (ms)", lat_rows, False, lambda v: f"{fmt_ms(v)} ms", lambda v: f"{fmt_plain(v)} ms"),
         _chart("fidelity", fid_title, fid_rows, True, fmt_plain, fmt_plain, axis=fid_axis),
     ]
@@ -511,7 +635,7 @@ def _timings(manifest: dict[str, Any], build_log: dict[str, Any] | None) -> dict
 
 def view(manifest: dict[str, Any], build_log: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the template shows, as strings and coordinates."""
-    targets = [_target_view(n, t) for n, t in targets_of(manifest).items()]
+    targets = [_target_view(manifest, n, t) for n, t in targets_of(manifest).items()]
     hosts = sorted({text(get(a, "checks", "host")) for t in targets_of(manifest).values() for a in artifacts_of(t)
                     if get(a, "checks", "host")})
     tools: dict[str, Any] = manifest["tools"] if isinstance(manifest.get("tools"), dict) else {}

@@ -191,10 +191,12 @@ def test_artifact_tables_hold_the_measurements_and_each_check(page: El) -> None:
     assert "fp32 → half → engine@jetson-orin-nano" in engine["artifact"]
     assert "✓ cosine similarity 0.9999 ≥ 0.999" in engine["checks"]      # a second fidelity check, by its "what"
 
-    # a target without checks in a measured manifest: the plain table with sha256
+    # a target without checks in a measured manifest: the plain table with sha256; a web bundle's size is
+    # what a browser downloads, with that gzip-compressed and the model's own size under it
     wasm = table_rows(target_section(page, "browser-wasm").find("table", cls="artifacts"))
     assert wasm == [{"artifact": "browser-wasm/web fp32 → opt → web@browser-wasm", "format": "web-bundle",
-                     "precision": "fp32", "size": "13.65 MB", "sha256": wasm[0]["sha256"], "checks": "no checks"}]
+                     "precision": "fp32", "size": "27.97 MB download; 16.28 MB gzip; model 13.64 MB",
+                     "sha256": wasm[0]["sha256"], "checks": "no checks"}]
     assert len(wasm[0]["sha256"]) == 12
 
 
@@ -258,7 +260,8 @@ def test_charts_draw_a_labelled_bar_per_artifact_against_its_budget(page: El) ->
     size, lat, fid = bars(page, "size"), bars(page, "latency"), bars(page, "fidelity")
     labels = {"browser-wasm / web", "jetson-orin-nano / half", "jetson-orin-nano / engine", "raspberry-pi-5 / qdq",
               "x86-64 / qdq", "x86-64 / int8"}
-    assert set(size) == set(lat) == set(fid) == labels
+    assert set(lat) == set(fid) == labels
+    assert set(size) == labels | {"↳ download, all files", "↳ download, gzip"}   # the web bundle's download
 
     def value(g: El) -> str:
         return g.find("text", cls="value").norm()
@@ -266,9 +269,10 @@ def test_charts_draw_a_labelled_bar_per_artifact_against_its_budget(page: El) ->
     def budget(g: El) -> str:
         return g.find("text", cls="budget-text").norm()
 
-    assert value(size["raspberry-pi-5 / qdq"]) == "3.57 MB" and budget(size["raspberry-pi-5 / qdq"]) == "budget ≤ 16.0 MB"
-    assert value(size["x86-64 / int8"]) == "3.50 MB" and budget(size["x86-64 / int8"]) == "budget ≤ 8.00 MB"
-    assert value(size["browser-wasm / web"]) == "13.65 MB" and budget(size["browser-wasm / web"]) == "no budget"
+    assert value(size["raspberry-pi-5 / qdq"]) == "3.57 MB (22% of budget)"
+    assert budget(size["raspberry-pi-5 / qdq"]) == "budget ≤ 16.0 MB"
+    assert value(size["x86-64 / int8"]) == "3.50 MB (44% of budget)" and budget(size["x86-64 / int8"]) == "budget ≤ 8.00 MB"
+    assert value(size["browser-wasm / web"]) == "13.64 MB model" and budget(size["browser-wasm / web"]) == "no budget"
     assert value(lat["raspberry-pi-5 / qdq"]) == "41.3 ms" and budget(lat["raspberry-pi-5 / qdq"]) == "budget ≤ 50.0 ms"
     assert value(lat["x86-64 / int8"]) == "7.95 ms" and budget(lat["x86-64 / int8"]) == "budget ≤ 20.0 ms"
     assert lat["browser-wasm / web"].find("text", cls="missing").norm() == "not measured"
@@ -286,6 +290,90 @@ def test_charts_draw_a_labelled_bar_per_artifact_against_its_budget(page: El) ->
     line20 = float(lat["x86-64 / qdq"].find("line", cls="budget").attrs["x1"]) - x0
     assert line50 / line20 == pytest.approx(50 / 20, rel=0.01)
     assert line50 > w["raspberry-pi-5 / qdq"]            # 41.3 ms is within its 50 ms budget
+
+
+def size_rows(page: El) -> list[tuple[str, El]]:
+    """The size chart's rows in order, by label: a web bundle's download rows follow its model's row."""
+    svg = page.find("div", id="chart-size").find("svg")
+    return [(g.find("text", cls="label").norm(), g) for g in svg.find_all("g", cls="row")]
+
+
+def bar_width(g: El) -> float:
+    return float(g.find("rect").attrs["width"])
+
+
+def test_sizes_share_one_linear_axis_while_every_bar_is_visible(page: El) -> None:
+    chart = page.find("div", id="chart-size")
+    assert chart.find("h3").norm() == "Model and download size"     # 3.5 MB to 28 MB: no need for a log axis
+    size = bars(page, "size")
+    assert bar_width(size["↳ download, all files"]) / bar_width(size["x86-64 / int8"]) == pytest.approx(27.97 / 3.50, rel=0.01)
+    assert [t.norm() for t in chart.find_all("text", cls="tick")][:3] == ["0", "5 MB", "10 MB"]
+
+
+def test_a_small_model_against_a_large_budget_is_drawn_on_a_log_axis(manifest: dict[str, Any]) -> None:
+    # the vitals example: a 23.5 kB model against x86-64's 1024 MB budget, 1:43000
+    art = manifest["targets"]["x86-64"]["artifacts"][1]
+    art["size"] = 23500
+    art["checks"]["measurements"]["size_mb"] = 0.0235
+    size_check = next(r for r in art["checks"]["results"] if r["check"] == "size")
+    size_check.update(value=0.0235, limit=1024)
+    page = dom(report.render(manifest))
+    chart = page.find("div", id="chart-size")
+    assert chart.find("h3").norm() == "Model and download size, log scale"
+    size = bars(page, "size")
+    small, large = size["x86-64 / int8"], size["↳ download, all files"]
+    assert small.find("text", cls="value").norm() == "23.5 kB (0.0023% of budget)"
+    assert bar_width(small) >= 20                                  # visible, not a 1 px sliver
+    assert bar_width(small) < bar_width(size["x86-64 / qdq"]) < bar_width(size["browser-wasm / web"]) < bar_width(large)
+    # the budgets keep their order, and the small model's is far to the right of its bar
+    x0 = float(small.find("rect").attrs["x"])
+    mark = {k: float(size[k].find("line", cls="budget").attrs["x1"]) for k in ("x86-64 / int8", "raspberry-pi-5 / qdq")}
+    assert x0 + bar_width(small) < mark["raspberry-pi-5 / qdq"] < mark["x86-64 / int8"]
+    # decades, in sizes a person reads
+    ticks = [t.norm() for t in chart.find_all("text", cls="tick")]
+    assert ticks[0] == "10 kB" and {"100 kB", "1 MB", "10 MB", "1 GB"} <= set(ticks)
+
+
+def test_a_web_bundle_shows_its_download_under_its_model(page: El, manifest: dict[str, Any]) -> None:
+    rows = size_rows(page)
+    i = [label for label, _ in rows].index("browser-wasm / web")
+    (model_label, model), (dl_label, dl), (gz_label, gz) = rows[i:i + 3]
+    assert model.find("text", cls="value").norm() == "13.64 MB model"
+    assert (dl_label, dl.find("text", cls="value").norm()) == ("↳ download, all files", "27.97 MB")
+    assert (gz_label, gz.find("text", cls="value").norm()) == ("↳ download, gzip", "16.28 MB")
+    assert "sub" in dl.classes() and "sub" in gz.classes() and "sub" not in model.classes()
+    assert "none" in dl.find("rect").classes() and "none" in gz.find("rect").classes()   # the size check is the model's
+    assert bar_width(model) < bar_width(gz) < bar_width(dl)
+    assert "runtime" in page.find("div", id="chart-size").find("p").norm()
+
+    # with a size budget, the download is drawn against it too: this bundle is over the browser's 25 MB
+    art = manifest["targets"]["browser-wasm"]["artifacts"][0]
+    art["checks"] = {"passed": True, "measurements": {"size_mb": 13.6429},
+                     "results": [{"check": "size", "what": "size", "value": 13.6429, "limit": 25, "unit": "MB",
+                                  "op": "<=", "passed": True}]}
+    size = bars(dom(report.render(manifest)), "size")
+    assert size["browser-wasm / web"].find("text", cls="value").norm() == "13.64 MB model (55% of budget)"
+    assert size["↳ download, all files"].find("text", cls="value").norm() == "27.97 MB (112% of budget)"
+    assert size["↳ download, all files"].find("text", cls="budget-text").norm() == "budget ≤ 25.0 MB"
+    assert "pass" in size["browser-wasm / web"].find("rect").classes()
+
+
+def test_an_older_web_bundle_manifest_shows_the_folder_as_its_download(manifest: dict[str, Any]) -> None:
+    manifest["steps"]["web@browser-wasm"]["facts"] = {"files": 4, "size": 13651408}   # before model and gzip sizes
+    manifest["targets"]["browser-wasm"]["artifacts"][0]["size"] = 13651408
+    page = dom(report.render(manifest))
+    rows = dict(size_rows(page))
+    assert rows["browser-wasm / web"].find("text", cls="missing").norm() == "not measured"
+    assert rows["↳ download, all files"].find("text", cls="value").norm() == "13.65 MB"
+    assert "↳ download, gzip" not in rows
+    wasm = table_rows(target_section(page, "browser-wasm").find("table", cls="artifacts"))
+    assert wasm[0]["size"] == "13.65 MB download"
+
+
+def test_budget_shares_never_round_to_a_false_100_percent() -> None:
+    assert [report.fmt_share(v, 100) for v in (0.0023, 0.094, 1.5, 57, 99.96, 100, 100.4, 250)] == [
+        "0.0023%", "0.094%", "1.5%", "57%", "99.96%", "100%", "100.4%", "250%"]
+    assert [report.fmt_size_tick(mb) for mb in (0, 0.0005, 0.01, 2.5, 1000)] == ["0", "500 B", "10 kB", "2.5 MB", "1 GB"]
 
 
 def test_dag_has_a_node_per_step_in_columns_by_depth(page: El, manifest: dict[str, Any]) -> None:
@@ -327,7 +415,7 @@ def test_a_manifest_without_checks_still_renders(manifest: dict[str, Any]) -> No
     rows = table_rows(target_section(page, "x86-64").find("table", cls="artifacts"))
     assert row_for(rows, "x86-64/int8.onnx")["sha256"] == m["targets"]["x86-64"]["artifacts"][1]["sha256"][:12]
     assert "p95 ms" not in rows[0]
-    assert len(bars(page, "size")) == 6                  # sizes are known without measuring
+    assert len(bars(page, "size")) == 8                  # sizes are known without measuring (+2: the bundle's download)
     assert page.find("div", id="chart-latency").find_all("svg") == []
     assert "No latency measurements" in page.find("div", id="chart-latency").norm()
     assert "No build-log.json" in page.find("section", id="timings").norm()
@@ -527,7 +615,7 @@ def test_fixture_report_in_chromium(chromium: Path, dist: Path, tmp_path: Path, 
     # the browser kept the inline SVG: bars with their numbers, budget lines, DAG nodes
     lat = bars(page, "latency")
     assert lat["raspberry-pi-5 / qdq"].find("text", cls="value").norm() == "41.3 ms"
-    assert len(page.find("div", id="chart-size").find_all("rect")) == 6
+    assert len(page.find("div", id="chart-size").find_all("rect")) == 8      # 6 artifacts, the bundle's 2 downloads
     assert len(page.find("div", id="chart-latency").find_all("line", cls="budget")) == 5
     assert len(page.find("section", id="dag").find_all("g", cls="node")) == 8
 
@@ -564,7 +652,14 @@ def test_vitals_report_in_chromium(chromium: Path, vitals: Path, tmp_path: Path)
         for a in t["artifacts"]:
             row = row_for(rows, a["path"])
             size = a["size"]   # tens of kB for the models, 14 MB for the web bundle (its runtime)
-            assert row["size"] == (f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB")
+            shown = f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+            if a["format"] == "web-bundle":   # the download, then that gzip-compressed and the model's size
+                facts = m["steps"][a["chain"][-1]]["facts"]
+                assert row["size"] == (f"{shown} download; {facts['total_gzip_bytes'] / 1e6:.2f} MB gzip; "
+                                       f"model {facts['model']['bytes'] / 1e3:.1f} kB")
+                assert facts["total_bytes"] == size
+            else:
+                assert row["size"] == shown
             assert (row["format"], row["precision"]) == (a["format"], a["precision"])
             assert f"{tname} / {a['step']}" in bars(page, "size")
             if "checks" not in a:
