@@ -69,10 +69,14 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The `edgebuild` command: main(), then, when it ended normally (exit 0 or 1), exit without tearing
     the interpreter down. Everything edgebuild writes is closed by then; the teardown (freeing every
-    module of jsonschema, rich, multiprocessing) would add 40-90 ms to each command. An interrupted run
-    or an internal error exits the ordinary way."""
+    module of jsonschema, rich, multiprocessing) would add 40-90 ms to each command. What the teardown
+    would have removed (the fork server's socket folder) is removed first. An interrupted run or an
+    internal error exits the ordinary way."""
     code = main()
     if code in (0, 1):
+        forks = sys.modules.get("edgebuild.forks")   # imported when a build started the workers' fork server
+        if forks is not None:
+            forks.before_exit()
         try:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -1,4 +1,5 @@
-"""Stage 5: run the plan: cache hits are free, misses run in worker processes, in parallel."""
+"""Stage 5: run the plan: cache hits are free, misses are handed to a runner (runners.py: worker processes
+forked from a fork server by default), in parallel."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgebuild import runners
 from edgebuild.cache import Cache
-from edgebuild.forks import shut_down, spawn
 from edgebuild.plan import Node, Plan
 
 @dataclass
@@ -40,8 +41,9 @@ class Reporter(Protocol):
 
 class Executor:
     def __init__(self, plan: Plan, cache: Cache, reporter: Reporter, jobs: int = 0,
-                 keep_going: bool = False, force: set[str] | None = None):
+                 keep_going: bool = False, force: set[str] | None = None, runner: runners.Runner | None = None):
         self.plan, self.cache, self.reporter = plan, cache, reporter
+        self.runner = runner if runner is not None else runners.chosen()
         self.jobs = jobs or os.cpu_count() or 1
         self.keep_going = keep_going
         self.force = force or set()
@@ -51,22 +53,24 @@ class Executor:
         pending = {n.id: n for n in self.plan.order()}
         running: dict[Future[Outcome], Node] = {}
         stop = False
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            while pending or running:
-                for node in self._ready(pending, stop, list(running.values())):
-                    del pending[node.id]
-                    self.reporter.started(node)
-                    running[pool.submit(self._do, node)] = node
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    node = running.pop(fut)
-                    outcome = fut.result()
-                    self.outcomes[node.id] = outcome
-                    self.reporter.finished(node, outcome)
-                    stop = stop or (outcome.status == "failed" and not self.keep_going and not node.optional)
-        shut_down()
+        try:
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                while pending or running:
+                    for node in self._ready(pending, stop, list(running.values())):
+                        del pending[node.id]
+                        self.reporter.started(node)
+                        running[pool.submit(self._do, node)] = node
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        node = running.pop(fut)
+                        outcome = fut.result()
+                        self.outcomes[node.id] = outcome
+                        self.reporter.finished(node, outcome)
+                        stop = stop or (outcome.status == "failed" and not self.keep_going and not node.optional)
+        finally:   # interrupted too: spare workers go now, not when this process ends
+            self.runner.close()
         for node in pending.values():
             self.outcomes[node.id] = Outcome(node.id, "skipped", message="not run: an earlier step failed")
         return self.outcomes
@@ -127,7 +131,7 @@ class Executor:
             job = self._job(node, out_dir, scratch / "result.json")
             (scratch / "job.json").write_text(json.dumps(job, indent=1))
             log_path = scratch / "log.txt"
-            code = spawn(scratch / "job.json", log_path, quiet=node.step.kind.exclusive)
+            code = self.runner.run(scratch / "job.json", log_path, exclusive=node.step.kind.exclusive)
             text = log_path.read_text(errors="replace") if log_path.exists() else ""
             result = _read_result(scratch / "result.json", code)
             if not result.get("ok"):

@@ -6,12 +6,17 @@ server starts in the background as soon as `edgebuild run` knows it has work (be
 next worker is forked while the current one works, and a worker reports its exit code as soon as its
 result and log are written, so its teardown overlaps with whatever runs next. Only the standard
 library is imported here.
+
+The server listens on a socket in a folder multiprocessing makes in $TMPDIR (pymp-XXXXXXXX) and removes
+when the interpreter tears down; `edgebuild` skips that teardown (it ends with os._exit), so it calls
+`before_exit` first.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,8 @@ _FORK_LOCK = threading.Lock()
 _FORKS: Any = None
 _SPARES: list[tuple[Any, Any]] = []   # (process, pipe): workers forked ahead of need, each waiting for one job
 _EXITING: list[Any] = []               # workers that reported their result and may still be tearing down
+_SOCKET_FOLDER: str | None = None      # multiprocessing's temp folder, which holds the server's socket
+_LEAVING = threading.Event()           # the process is about to exit: no worker is forked any more
 
 
 def _fork_context() -> Any:
@@ -61,18 +68,24 @@ def warm_up(then_import: tuple[str, ...] = ()) -> None:
 
     The server is started from the calling thread: started from the background thread, each of its
     system calls waits for the GIL that planning holds, which delayed the server by ~0.1-0.2 s."""
-    from multiprocessing import forkserver
+    global _SOCKET_FOLDER
+    from multiprocessing import forkserver, util
 
     with _FORK_LOCK:
         _fork_context()
         forkserver.ensure_running()
+        _SOCKET_FOLDER = util.get_temp_dir()   # made by ensure_running for the server's socket
 
     def start() -> None:
-        with _FORK_LOCK:
-            if not _SPARES:
-                _SPARES.append(_fork_worker())
-        for module in then_import:
-            importlib.import_module(module)
+        try:
+            with _FORK_LOCK:
+                if not _SPARES:
+                    _SPARES.append(_fork_worker())
+            for module in then_import:
+                importlib.import_module(module)
+        except Exception:
+            if not _LEAVING.is_set():   # the process exiting under it (its socket gone) is no error
+                raise
 
     threading.Thread(target=start, daemon=True).start()
 
@@ -87,6 +100,17 @@ def shut_down() -> None:
             _SPARES.pop()[1].close()
     finally:
         _FORK_LOCK.release()
+
+
+def before_exit() -> None:
+    """Remove the fork server's socket folder before the process exits without interpreter teardown, which
+    is where multiprocessing would remove it (a build that ends with os._exit left one pymp-* folder in
+    $TMPDIR each time). No worker can be forked afterwards; the server itself exits on its own once this
+    process and its workers are gone. Does not wait for a warm-up still forking the first worker (when
+    nothing needed building): that one fails quietly, or exits with this process."""
+    _LEAVING.set()
+    if _SOCKET_FOLDER is not None:
+        shutil.rmtree(_SOCKET_FOLDER, ignore_errors=True)
 
 
 def spawn(job_file: Path, log_file: Path, quiet: bool = False) -> int:

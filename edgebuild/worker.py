@@ -3,7 +3,8 @@
 The executor forks workers from a fork server that has already imported edgebuild and the libraries
 most steps need (numpy, onnx, onnxruntime), so a step starts in milliseconds instead of paying for a
 new interpreter and those imports each time; `python -m edgebuild.worker JOB.json` runs one job in a
-fresh interpreter (for debugging a step by hand).
+fresh interpreter (for debugging a step by hand). `run_job` is the job itself, without the process: the
+in-process runner (runners.py) calls it with the step's output sent to its log by other means.
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ from pathlib import Path
 from typing import Any
 
 
+LOG_FORMAT = "%(levelname)s %(message)s"
+
+
 def main(job_file: str) -> int:
+    """Run one job in this worker process, whose stderr is the step's log: every logger's records from INFO
+    up go there."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    return run_job(job_file)
+
+
+def run_job(job_file: str) -> int:
+    """Run the step a job file describes and write the job's result file; 0 when the step succeeded, 1 when
+    it failed. Where its output and log records go is the caller's choice."""
     job = json.loads(Path(job_file).read_text())
     result: dict[str, Any]
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     log = logging.getLogger(f"edgebuild.step.{job['step_id']}")
     t0 = time.perf_counter()
     try:

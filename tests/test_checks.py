@@ -1,16 +1,18 @@
-"""checks: and best: on a small real model: measurements, failures with their numbers, task metrics."""
+"""checks: and best: on a small real model: measurements, failures with their numbers, task metrics.
+
+Builds run in this process (clikit.in_process, steps with the in-process runner)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
+import clikit
 import numpy as np
 import pytest
+from clikit import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,11 +65,15 @@ RECIPE = """
 """
 
 
-def run(root: Path, ship: str, checks: str) -> subprocess.CompletedProcess:
+def edgebuild_run(root: Path) -> Result:
+    """`edgebuild run recipe.yaml` from `root`."""
+    return clikit.in_process(["run", "recipe.yaml"], root, dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def run(root: Path, ship: str, checks: str) -> Result:
     body = textwrap.dedent(RECIPE).replace("SHIP", ship).replace("CHECKS", checks)
     (root / "recipe.yaml").write_text(body.lstrip())
-    return subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=root, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return edgebuild_run(root)
 
 
 def manifest(root: Path) -> dict:
@@ -76,20 +82,20 @@ def manifest(root: Path) -> dict:
 
 def test_a_broken_promise_fails_the_build_with_its_numbers(project: Path) -> None:
     r = run(project, "[int8, opt]", "latency: {p95_ms: 0.000001}\n  size: {}")
-    assert r.returncode == 1
-    lines = [x for x in r.stderr.splitlines() if ": error: " in x]
+    assert r.code == 1
+    lines = [x for x in r.err.splitlines() if ": error: " in x]
     assert len(lines) == 2 and all("x86-64: " in x and "p95 latency" in x and "> 1e-06 ms (measured on host:" in x
-                                   for x in lines), r.stderr
+                                   for x in lines), r.err
     assert lines[0].startswith("recipe.yaml:13:3: error: x86-64: int8: p95 latency ")
-    assert "or raise the limit (checks.latency.p95_ms)" in r.stderr   # the hint names where the limit is set
+    assert "or raise the limit (checks.latency.p95_ms)" in r.err   # the hint names where the limit is set
     assert not (project / "dist" / "mlp" / "x86-64").exists()       # nothing shipped that broke a promise
     again = run(project, "[int8, opt]", "latency: {p95_ms: 0.000001}\n  size: {}")
-    assert "built  check:" not in again.stderr                         # measurements are cached
+    assert "built  check:" not in again.err                         # measurements are cached
 
 
 def test_best_picks_the_fastest_passing_candidate_and_says_why_others_lost(project: Path) -> None:
     r = run(project, "{best: [int8, qdq, opt], by: size}", "fidelity: {data: eval, metric: cosine, min: 0.95}")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.err
     sel = manifest(project)["targets"]["x86-64"]["selection"]
     sizes = {c["step"]: c["value"] for c in sel["candidates"]}
     assert sel["chosen"] == min(sizes, key=sizes.get) and sel["chosen"] in ("int8", "qdq")
@@ -100,15 +106,15 @@ def test_best_picks_the_fastest_passing_candidate_and_says_why_others_lost(proje
 
 def test_no_passing_candidate_fails_and_names_each_failed_check(project: Path) -> None:
     r = run(project, "{best: [int8, qdq]}", "fidelity: {data: eval, metric: max_abs_error, max: 0.0000001}")
-    assert r.returncode == 1
-    line = next(x for x in r.stderr.splitlines() if ": error: " in x)
+    assert r.code == 1
+    line = next(x for x in r.err.splitlines() if ": error: " in x)
     assert line.startswith("recipe.yaml:11:12: error: x86-64: no candidate passes every check (int8: max_abs_error ")
     assert "qdq: max_abs_error " in line
 
 
 def test_a_user_metric_judges_the_task(project: Path) -> None:
     r = run(project, "[qdq]", "fidelity: {data: eval, metric: score.py:score, min: 0.5}\n  accuracy: {data: eval, max_drop: 0.5}")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.err
     checks = manifest(project)["targets"]["x86-64"]["artifacts"][0]["checks"]
     user = next(x for x in checks["results"] if x["what"] == "score.py:score")
     assert user["passed"] and user["value"] == checks["measurements"]["accuracy"]["candidate"]
@@ -122,8 +128,8 @@ def test_a_user_metric_judges_the_task(project: Path) -> None:
 ])
 def test_bad_checks_are_located_errors_before_anything_builds(project: Path, checks: str, first: str) -> None:
     r = run(project, "[qdq]", checks)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert next(x for x in r.stderr.splitlines() if ": error: " in x) == first
+    assert r.code == 1 and "Traceback" not in r.err
+    assert next(x for x in r.err.splitlines() if ": error: " in x) == first
     assert not (project / ".edgebuild" / "cache" / "objects").exists()
 
 
@@ -195,9 +201,8 @@ def test_fidelity_of_a_detector_with_data_dependent_and_integer_outputs(tmp_path
         checks:
           fidelity: {data: eval, min_cosine: 0.9}
     """).lstrip())
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=tmp_path, capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert r.returncode == 0, r.stderr
+    r = edgebuild_run(tmp_path)
+    assert r.code == 0, r.err
     fid = json.loads((tmp_path / "dist" / "det" / "manifest.json").read_text())[
         "targets"]["x86-64"]["selection"]["candidates"][0]["checks"]["measurements"]["fidelity"]
     assert fid["samples"] == 24                           # samples fed, not rows of a [T, batch, C] output
@@ -225,34 +230,30 @@ def test_a_failed_best_candidate_loses_the_selection_and_the_build_goes_on(proje
     body = body.replace("opt: {use: optimize}", "opt: {use: optimize}\n  strict: {use: quantize-static, with: {data: calib, "
                         "accuracy: {data: eval, metric: max_abs_error, max: 0.0, faster: false}}}")
     (project / "recipe.yaml").write_text(body.lstrip())
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
-                       text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    warning = next(x for x in r.stderr.splitlines() if ": warning: step 'strict@x86-64'" in x)
+    r = edgebuild_run(project)
+    assert r.code == 0, r.err
+    warning = next(x for x in r.err.splitlines() if ": warning: step 'strict@x86-64'" in x)
     assert warning.startswith("recipe.yaml:") and "the accuracy goal max_abs_error <= 0 on dataset 'eval' is not met" in warning
-    assert "only a `best:` candidate" in r.stderr
+    assert "only a `best:` candidate" in r.err
     sel = manifest(project)["targets"]["x86-64"]["selection"]
     assert sel["chosen"] == "opt"
     lost = next(c for c in sel["candidates"] if c["step"] == "strict")
     assert lost["passed"] is False and lost["why"].startswith("failed: step 'strict@x86-64' failed: the accuracy goal")
     assert (project / "dist" / "mlp" / "x86-64" / "opt.onnx").exists()
     # the no-op rerun does not retry it, and says so again
-    again = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
-                           text=True, env=env)
-    assert "up to date" in again.stdout and "`best:` candidate strict failed: step 'strict@x86-64'" in again.stderr
+    again = edgebuild_run(project)
+    assert "up to date" in again.out and "`best:` candidate strict failed: step 'strict@x86-64'" in again.err
 
 
 def test_a_failed_step_says_which_targets_were_published(project: Path) -> None:
     r = run(project, "[int8]", "size: {}")
-    assert r.returncode == 0
+    assert r.code == 0
     body = (project / "recipe.yaml").read_text().replace("int8: {use: quantize-dynamic}",
                                                           "int8: {use: quantize-dynamic, with: {op_types: [Conv]}}")
     (project / "recipe.yaml").write_text(body)
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert r.returncode == 1
-    assert "1 step(s) and 0 check(s) failed; nothing was published (kept from the last good build: x86-64)" in r.stderr
+    r = edgebuild_run(project)
+    assert r.code == 1
+    assert "1 step(s) and 0 check(s) failed; nothing was published (kept from the last good build: x86-64)" in r.err
 
 
 def test_argmax_agreement_only_for_class_scores_and_a_limit_on_it_then_fails() -> None:
@@ -279,10 +280,9 @@ def test_a_limit_from_the_target_budget_says_so_in_the_hint(project: Path) -> No
     (project / "x86-64.yaml").write_text(profile)
     body = textwrap.dedent(RECIPE).replace("SHIP", "[opt]").replace("CHECKS", "latency: {}")
     (project / "recipe.yaml").write_text(body.replace("targets: [x86-64]", "targets: [x86-64.yaml]").lstrip())
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml"], cwd=project, capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert r.returncode == 1
-    assert "or raise the limit (budgets.latency_p95_ms in the x86-64 profile)" in r.stderr, r.stderr
+    r = edgebuild_run(project)
+    assert r.code == 1
+    assert "or raise the limit (budgets.latency_p95_ms in the x86-64 profile)" in r.err, r.err
 
 
 def test_selection_by_latency_uses_paired_ratios_when_every_candidate_has_one() -> None:
@@ -298,3 +298,15 @@ def test_selection_by_latency_uses_paired_ratios_when_every_candidate_has_one() 
     assert chosen == "qdq" and why[0]["why"] == "slower than qdq (1x the reference's time vs 0.7x the reference's time)"
     # one candidate without a ratio: fall back to the p95s for all of them
     assert select("latency", [cand("fp32", 1.0, 1.0), cand("qdq", 1.6, None)])[0] == "fp32"
+
+
+def test_a_web_bundles_size_budget_is_its_download() -> None:
+    """The browser profile's size budget is what every visitor downloads: the runtime with the model."""
+    import types
+
+    from edgebuild.checks import evaluate
+
+    recipe = types.SimpleNamespace(checks={"size": {}})
+    target = types.SimpleNamespace(name="browser-wasm", data={"budgets": {"model_size_mb": 25}})
+    (result,) = evaluate(recipe, target, 30_000_000, {}, "download size")
+    assert not result.passed and result.describe().startswith("download size 30 MB > 25")

@@ -6,11 +6,12 @@ Each folder tests/failing/NN-short-name/ holds a `recipe.yaml` that edgebuild mu
 files shared by several cases live in tests/failing/_fixtures/ (written by _make_fixtures.py) and
 are named from recipes as ../_fixtures/...; files only one case needs sit in its folder.
 
-Every case runs `python -m edgebuild run recipe.yaml --cache TMP/cache --out TMP/dist` from its own
-folder, so locations read `recipe.yaml:LINE:COL`, and must: exit 1, print no traceback, print the
-expected first error line, and leave nothing half-written (no artifacts for a target whose step
-failed, no scratch folders, no cache entry for the failed step). All cases start at once in a
-thread pool, each in its own temporary folder; each test waits for its own case.
+Every case runs `edgebuild run recipe.yaml --cache TMP/cache --out TMP/dist` from its own folder, so
+locations read `recipe.yaml:LINE:COL`, and must: exit 1, print no traceback, print the expected first
+error line, and leave nothing half-written (no artifacts for a target whose step failed, no scratch
+folders, no cache entry for the failed step). A case runs once, in this process (edgebuild's main()
+with the in-process step runner, each in its own temporary folder), the first time a test needs it;
+a slow test checks that a few of them print the same through `python -m edgebuild`.
 
 To add a case: make the folder with its recipe.yaml, run it the same way, check the message is
 one a user can act on (where, what was found, what was expected, a hint), and write expected.txt.
@@ -22,13 +23,11 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import clikit
 import pytest
 import yaml
 
@@ -71,48 +70,35 @@ class Run:
         return block
 
 
-def run_case(case: str, tmp: Path) -> Run:
+def run_case(case: str, tmp: Path, in_process: bool = True) -> Run:
     folder = FAILING / case
     args_file = folder / "args.txt"
     extra = shlex.split(args_file.read_text()) if args_file.is_file() else []
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    for var in ("EDGEBUILD_CACHE", "EDGEBUILD_STEP_MODULES"):
+    for var in ("EDGEBUILD_CACHE", "EDGEBUILD_STEP_MODULES", "EDGEBUILD_RUNNER"):
         env.pop(var, None)
-    cmd = [sys.executable, "-m", "edgebuild", "run", "recipe.yaml",
-           "--cache", str(tmp / "cache"), "--out", str(tmp / "dist"), *extra]
-    p = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-    return Run(case, p.returncode, p.stdout, p.stderr, tmp)
+    args = ["run", "recipe.yaml", "--cache", str(tmp / "cache"), "--out", str(tmp / "dist"), *extra]
+    r = clikit.in_process(args, folder, env) if in_process else clikit.in_subprocess(args, folder, env)
+    return Run(case, r.code, r.out, r.err, tmp)
 
 
 class Runner:
-    """Starts every selected case at once (each in its own temporary folder) and hands out results."""
+    """Runs each case once, when a test first asks for it, in its own temporary folder."""
 
-    def __init__(self, cases: list[str], base: Path):
+    def __init__(self, base: Path):
         self.base = base
-        self.pool = ThreadPoolExecutor(max_workers=max(2, min(8, (os.cpu_count() or 2) * 2)))
-        self.futures: dict[str, Future[Run]] = {}
-        for case in cases:
-            self._start(case)
-
-    def _start(self, case: str) -> Future[Run]:
-        if case not in self.futures:
-            tmp = Path(tempfile.mkdtemp(prefix=f"{case[:2]}-", dir=self.base))
-            self.futures[case] = self.pool.submit(run_case, case, tmp)
-        return self.futures[case]
+        self.runs: dict[str, Run] = {}
 
     def result(self, case: str) -> Run:
-        return self._start(case).result()
+        if case not in self.runs:
+            self.runs[case] = run_case(case, Path(tempfile.mkdtemp(prefix=f"{case[:2]}-", dir=self.base)))
+        return self.runs[case]
 
 
 @pytest.fixture(scope="module")
-def runner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    selected = [item.callspec.params["case"] for item in request.session.items
-                if getattr(item, "callspec", None) and "case" in item.callspec.params
-                and item.module is request.module]
-    r = Runner(list(dict.fromkeys(selected)), tmp_path_factory.mktemp("failing"))
-    yield r
-    r.pool.shutdown(wait=True, cancel_futures=True)
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    return Runner(tmp_path_factory.mktemp("failing"))
 
 
 def _params(with_bugs: bool) -> list:
@@ -185,6 +171,15 @@ def test_nothing_half_written(case: str, runner: Runner) -> None:
     for target in _targets_needing(recipe, {n.split("@")[0] for n in nodes}):
         files = [p for d in dist.glob(f"*/{target}") for p in d.rglob("*") if p.is_file()]
         assert not files, f"{case}: files published for target {target}, whose step failed: {files}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["01-yaml-syntax-error", "22-enum-did-you-mean", "33-weights-do-not-fit",
+                                  "52-cli-target-not-in-recipe"])
+def test_a_real_process_prints_the_same(case: str, runner: Runner, tmp_path: Path) -> None:
+    """`python -m edgebuild`, with its fork server and workers, prints what the in-process run printed."""
+    real, here = run_case(case, tmp_path, in_process=False), runner.result(case)
+    assert (real.code, real.first_error) == (here.code, here.first_error), real.err
 
 
 def _targets_needing(recipe: dict, steps: set[str]) -> list[str]:

@@ -3,10 +3,10 @@ free dim of their own, and a fixed batch is refused with the `inputs:` override 
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 from pathlib import Path
 
+import clikit
 import numpy as np
 import onnx
 import yaml
@@ -40,9 +40,8 @@ def _conv_model(path: Path, dims: list) -> Path:
     return path
 
 
-def _edgebuild(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=folder, capture_output=True, text=True,
-                          timeout=300)
+def _edgebuild(folder: Path, *args: str) -> clikit.Result:
+    return clikit.in_process(list(args), folder, os.environ)
 
 
 def test_every_unnamed_dim_is_read_the_same_way(tmp_path: Path) -> None:
@@ -56,7 +55,7 @@ def test_unnamed_dims_take_different_sizes(tmp_path: Path) -> None:
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).standard_normal((8, 3, 48, 192)).astype(np.float32))
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     done = _edgebuild(tmp_path, "run", "recipe.yaml", "--cache", "cache", "--out", "dist")
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.err
     assert (tmp_path / "dist" / "shapes" / "x86-64" / "qdq.onnx").is_file()
 
 
@@ -65,9 +64,9 @@ def test_fixed_batch_hint_is_an_override_to_paste(tmp_path: Path) -> None:
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32))
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     refused = _edgebuild(tmp_path, "validate", "recipe.yaml")
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "does not fit the input shape [10, 3, 32, 32]" in refused.stderr
-    lines = refused.stderr.splitlines()
+    assert refused.code == 1 and "Traceback" not in refused.err
+    assert "does not fit the input shape [10, 3, 32, 32]" in refused.err
+    lines = refused.err.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "inputs:")
     snippet = "\n".join(line[8:] for line in lines[start:start + 2])   # the hint's lines are indented by 8
     override = yaml.safe_load(snippet)
@@ -76,4 +75,4 @@ def test_fixed_batch_hint_is_an_override_to_paste(tmp_path: Path) -> None:
     recipe["model"].update(override)
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     accepted = _edgebuild(tmp_path, "validate", "recipe.yaml")
-    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.code == 0, accepted.err

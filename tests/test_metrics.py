@@ -150,6 +150,7 @@ def test_user_metric_from_a_file_relative_to_the_recipe(tmp_path: Path) -> None:
     assert "defines no function 'nope'" in msg and key == "metric"
 
 
+@pytest.mark.slow   # a fresh interpreter
 def test_importing_metrics_stays_cheap() -> None:
     code = ("import sys, json, edgebuild.metrics as m; m.parse('top5'); m.goal_problems({'metric': 'cosine', 'min': 1}); "
             "print(json.dumps([x for x in ('numpy', 'onnx', 'onnxruntime') if x in sys.modules]))")

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import clikit
 import pytest
 
 from edgebuild.commands import serve
@@ -80,6 +81,7 @@ def get(url: str, path: str, method: str = "GET") -> tuple[int, Any, bytes]:
         c.close()
 
 
+@pytest.mark.slow   # an `edgebuild serve` process
 def test_serve_prints_the_url_and_sends_the_isolation_headers_and_wasm_types(site: Path):
     proc, url = start(site)
     try:
@@ -118,11 +120,9 @@ def test_serve_answers_requests_in_parallel(site: Path):
 
 
 def test_serve_refuses_a_missing_folder(tmp_path: Path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "serve", str(tmp_path / "nope")],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
-    assert r.returncode == 1
-    assert "not a folder" in r.stderr and "nope" in r.stderr
+    r = clikit.in_process(["serve", str(tmp_path / "nope")], ROOT, os.environ)
+    assert r.code == 1
+    assert "not a folder" in r.err and "nope" in r.err
 
 
 def test_serve_reports_a_port_in_use(site: Path):
@@ -130,11 +130,9 @@ def test_serve_reports_a_port_in_use(site: Path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        r = subprocess.run([sys.executable, "-m", "edgebuild", "serve", str(site), "--port", str(port)],
-                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
-    assert r.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "--port" in r.stderr
+        r = clikit.in_process(["serve", str(site), "--port", str(port)], ROOT, os.environ)
+    assert r.code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in r.err and "--port" in r.err
 
 
 def dump_dom(url: str, profile: Path) -> str:

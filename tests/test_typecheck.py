@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # each check is a mypy process of several seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / ".stubs"
 

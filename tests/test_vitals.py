@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow   # a real model built end to end by `python -m edgebuild`, and a fresh interpreter's imports
 
 
 @pytest.fixture(scope="module")

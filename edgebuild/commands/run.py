@@ -54,11 +54,12 @@ def _print_noop(rec: dict[str, Any], as_json: bool, seconds: float) -> int:
 
 
 def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int:
-    from edgebuild import forks
+    from edgebuild import runners
 
-    # the workers' fork server loads its libraries while the recipe is planned; the end-of-build table's
-    # modules are imported after that, while the main thread only waits for steps
-    forks.warm_up(() if args.json else ("edgebuild.summary", "rich.console", "rich.table", "rich.text"))
+    # the runner gets ready while the recipe is planned (the workers' fork server loads its libraries); the
+    # end-of-build table's modules are imported after that, while the main thread only waits for steps
+    runner = runners.chosen()
+    runner.warm_up(() if args.json else ("edgebuild.summary", "rich.console", "rich.table", "rich.text"))
     from edgebuild import fastpath, progress, publish
     from edgebuild.commands._common import load_plan
     from edgebuild.errors import BuildFailed, Problem
@@ -73,7 +74,7 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
         print(w.render(), file=sys.stderr)
     reporter = progress.make(plan, quiet=args.json)
     try:
-        outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force)).run()
+        outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force), runner).run()
     finally:
         reporter.close()
     bug = next((o for o in outcomes.values() if o.bug), None)

@@ -1,13 +1,15 @@
-"""A tiny project for engine tests: a real ONNX model, fake step kinds, and a CLI runner."""
+"""A tiny project for engine tests: a real ONNX model, fake step kinds, and the CLI run on it."""
 
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
+import clikit
+from clikit import Result
+
+__all__ = ["BASIC", "HERE", "TESTS", "Project", "Result", "tiny_onnx"]
 
 TESTS = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -25,13 +27,6 @@ def tiny_onnx(path: Path, opset: int = 17) -> None:
     onnx.save(m, str(path))
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 class Project:
     def __init__(self, root: Path):
         self.root = root
@@ -46,13 +41,14 @@ class Project:
         return path
 
     def edgebuild(self, *args: str, env: dict[str, str | None] | None = None) -> Result:
-        """Run the CLI in a subprocess, from the project folder, like a user would; `env` adds to (or,
-        with None values, removes from) its environment."""
-        import subprocess
+        """Run the CLI in this process, from the project folder, with steps run in-process; `env` adds to
+        (or, with None values, removes from) its environment."""
+        return clikit.in_process(list(args), self.root, self.env(env))
 
-        p = subprocess.run([sys.executable, "-m", "edgebuild", *args], cwd=self.root, env=self.env(env),
-                           capture_output=True, text=True, timeout=300)
-        return Result(p.returncode, p.stdout, p.stderr)
+    def edgebuild_process(self, *args: str, env: dict[str, str | None] | None = None) -> Result:
+        """Run the CLI as a user would: `python -m edgebuild` in a new process, steps in workers forked
+        from its fork server (tests using it are marked slow)."""
+        return clikit.in_subprocess(list(args), self.root, self.env(env))
 
     def env(self, extra: dict[str, str | None] | None = None) -> dict[str, str]:
         """The environment edgebuild runs with in these tests: the fake step kinds, no GPU detection."""

@@ -1,4 +1,5 @@
-"""Planner, cache, executor and publisher, end to end through the CLI, with instant fake steps."""
+"""Planner, cache, executor and publisher, end to end through the CLI, with instant fake steps (run in this
+process, except where a test is about processes)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from enginekit import BASIC, TESTS, Project
 
 
@@ -53,6 +55,7 @@ def test_rerun_is_a_no_op(project: Project) -> None:
     assert project.ran() == []
 
 
+@pytest.mark.slow
 def test_no_op_run_imports_no_heavy_library(project: Project) -> None:
     project.write(BASIC)
     assert project.edgebuild("run", "recipe.yaml").code == 0
@@ -208,6 +211,7 @@ def test_target_selection_builds_only_that_target(project: Project) -> None:
     assert list(manifest(project)["targets"]) == ["test-cpu", "test-gpu"]
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_cache_build_each_key_once(project: Project) -> None:
     project.write(BASIC.replace("tag: A}", "tag: A, sleep: 1}"))
     env = dict(os.environ, EDGEBUILD_STEP_MODULES="fakesteps", EDGEBUILD_TEST_RUNS=str(project.runs),

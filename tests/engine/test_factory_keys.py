@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+import clikit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,12 +26,15 @@ ship:
 """
 
 
+def plan(root: Path) -> clikit.Result:
+    return clikit.in_process(["plan", "recipe.yaml", "--format", "json"], root, dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
 def key(root: Path, factory: str) -> str:
     (root / "recipe.yaml").write_text(RECIPE.replace("FACTORY", factory))
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "plan", "recipe.yaml", "--format", "json"], cwd=root,
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
-    assert r.returncode == 0, r.stderr
-    return next(n["key"] for n in json.loads(r.stdout)["nodes"] if n["node"] == "fp32")
+    r = plan(root)
+    assert r.code == 0, r.err
+    return next(n["key"] for n in json.loads(r.out)["nodes"] if n["node"] == "fp32")
 
 
 def write(path: Path, text: str) -> None:
@@ -67,7 +70,6 @@ def test_helpers_beside_the_recipe_and_same_named_helpers_are_tracked(tmp_path: 
         write(tmp_path / f, (tmp_path / f).read_text() + "# changed\n")
         keys.append(key(tmp_path, "models/net.py:build"))
     assert len(set(keys)) == 4   # each edit changes the key
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "plan", "recipe.yaml", "--format", "json"], cwd=tmp_path,
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
-    sources = next(n for n in json.loads(r.stdout)["nodes"] if n["node"] == "fp32")
-    assert r.returncode == 0 and sources["key"] == keys[-1]
+    r = plan(tmp_path)
+    sources = next(n for n in json.loads(r.out)["nodes"] if n["node"] == "fp32")
+    assert r.code == 0 and sources["key"] == keys[-1]

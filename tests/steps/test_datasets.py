@@ -115,9 +115,8 @@ def test_a_model_without_a_batch_dim_quantizes_and_is_measured(tmp_path: Path) -
     """A fixed-shape model (input [32], no batch dim) gets calibrated and checked from an [N, 32] dataset."""
     import json
     import os
-    import subprocess
-    import sys
 
+    import clikit
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -135,10 +134,8 @@ def test_a_model_without_a_batch_dim_quantizes_and_is_measured(tmp_path: Path) -
     (tmp_path / "r.yaml").write_text("edgebuild: 1\nname: nb\nmodel: {onnx: m.onnx}\ndata: {calib: calib.npz}\n"
                                      "targets: [x86-64]\nsteps:\n  qdq: {use: quantize-static, with: {data: calib}}\n"
                                      "ship:\n  x86-64: [qdq]\nchecks:\n  fidelity: {data: calib, min_cosine: 0.95}\n")
-    root = Path(__file__).resolve().parents[2]
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "r.yaml"], cwd=tmp_path, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(root)))
-    assert r.returncode == 0, r.stderr
+    r = clikit.in_process(["run", "r.yaml"], tmp_path, os.environ)
+    assert r.code == 0, r.err
     m = json.loads((tmp_path / "dist" / "nb" / "manifest.json").read_text())
     fid = m["targets"]["x86-64"]["artifacts"][0]["checks"]["measurements"]["fidelity"]
     assert fid["samples"] == 40 and fid["cosine"] > 0.95

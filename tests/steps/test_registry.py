@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edgebuild.steps import kinds
 from edgebuild.steps.base import StepKind
 
@@ -36,6 +38,7 @@ def test_param_schemas_are_valid_and_accept_their_defaults() -> None:
         jsonschema.Draft202012Validator(kind.schema()).validate(kind.fill_defaults(given))
 
 
+@pytest.mark.slow   # a fresh interpreter
 def test_importing_steps_does_not_import_heavy_libraries() -> None:
     code = ("import sys, json, edgebuild.steps as s; k = s.kinds(); "
             "print(json.dumps([m for m in ('onnx', 'onnxruntime', 'torch', 'numpy', 'onnx_ir', 'onnxscript') "

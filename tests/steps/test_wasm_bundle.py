@@ -19,8 +19,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -38,6 +36,7 @@ from edgebuild.steps.quantize_dynamic import QuantizeDynamic
 from edgebuild.steps.quantize_static import QuantizeStatic
 from edgebuild.steps.wasm_bundle import WasmBundle
 
+import clikit
 from browser_kit import Chromium, Served
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,13 +193,12 @@ def test_local_runtime_files_enter_the_cache_key(monkeypatch: pytest.MonkeyPatch
     dist = _fake_dist(tmp_path / "ortweb", "1.30.0")
 
     def key(**env: str) -> str:
-        full = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **env)
+        full = dict(os.environ)
         full.pop("EDGEBUILD_ORT_WEB", None)
         full.update(env)
-        r = subprocess.run([sys.executable, "-m", "edgebuild", "plan", "r.yaml", "--format", "json"], cwd=tmp_path,
-                           env=full, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        return next(n["key"] for n in json.loads(r.stdout)["nodes"] if n["node"] == "web@browser-wasm")
+        r = clikit.in_process(["plan", "r.yaml", "--format", "json"], tmp_path, full)
+        assert r.code == 0, r.err
+        return next(n["key"] for n in json.loads(r.out)["nodes"] if n["node"] == "web@browser-wasm")
 
     from_npm, local = key(), key(EDGEBUILD_ORT_WEB=str(dist))
     assert local != from_npm and key(EDGEBUILD_ORT_WEB=str(dist)) == local
@@ -403,12 +401,10 @@ def test_edgebuild_run_publishes_the_bundle_as_a_folder(downloads: Path, kit: An
     (tmp_path / "r.yaml").write_text(
         "edgebuild: 1\nname: mlp\nmodel:\n  onnx: mlp.onnx\ntargets: [browser-wasm]\n"
         "steps:\n  web: {use: wasm-bundle, with: {runs: 3}}\nship:\n  browser-wasm: [web]\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               EDGEBUILD_DOWNLOADS=str(downloads))
+    env = dict(os.environ, EDGEBUILD_DOWNLOADS=str(downloads))
     env.pop("EDGEBUILD_ORT_WEB", None)
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "r.yaml", "--cache", str(tmp_path / "cache")],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = clikit.in_process(["run", "r.yaml", "--cache", str(tmp_path / "cache")], tmp_path, env)
+    assert r.code == 0, r.out + r.err
     web = tmp_path / "dist" / "mlp" / "browser-wasm" / "web"
     assert sorted(p.name for p in web.iterdir()) == ["_headers", "edgebuild-model.mjs", "index.html", "model.onnx",
                                                      "ort-wasm-simd-threaded.wasm", "ort.wasm.bundle.min.mjs"]
