@@ -249,14 +249,15 @@ def select(by: str, candidates: list[dict[str, Any]]) -> tuple[str | None, list[
     passing = [c for c in candidates if c["passed"]]
     paired = by == "latency" and bool(passing) and all(c.get("relative") for c in passing)
     if paired:
-        return _select_by(candidates, passing, lambda c: c["relative"], lambda x: f"{x:.3g}x the reference's time")
+        return _select_by(candidates, passing, lambda c: c["relative"], lambda x: f"{x:.3g}x the reference's time",
+                          unit="x reference")
     if by == "latency":
-        return _select_by(candidates, passing, lambda c: c["latency"], lambda x: f"{x:.3g} ms")
-    return _select_by(candidates, passing, lambda c: c["size"], lambda x: f"{x} bytes", tie=0.0)
+        return _select_by(candidates, passing, lambda c: c["latency"], lambda x: f"{x:.3g} ms", unit="ms")
+    return _select_by(candidates, passing, lambda c: c["size"], lambda x: f"{x} bytes", tie=0.0, unit="bytes")
 
 
 def _select_by(candidates: list[dict[str, Any]], passing: list[dict[str, Any]], key: Any, show: Any,
-               tie: float = TIE) -> tuple[str | None, list[dict[str, Any]]]:
+               tie: float = TIE, unit: str = "ms") -> tuple[str | None, list[dict[str, Any]]]:
     fastest = min(passing, key=key) if passing else None
     best = next(c for c in passing if key(c) <= key(fastest) * (1 + tie)) if fastest is not None else None
     out = []
@@ -275,5 +276,5 @@ def _select_by(candidates: list[dict[str, Any]], passing: list[dict[str, Any]], 
                 why = f"as fast as {best['step']} within {tie:.0%} {versus}, which comes first in best:"
             else:
                 why = f"slower than {best['step']} {versus}"
-        out.append({"step": c["step"], "passed": c["passed"], "value": value, "why": why})
+        out.append({"step": c["step"], "passed": c["passed"], "value": value, "unit": unit, "why": why})
     return (best["step"] if best else None), out

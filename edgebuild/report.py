@@ -301,10 +301,14 @@ def _artifact_row(art: dict[str, Any], chosen: str | None, bundle: dict[str, flo
     }
 
 
-def fmt_selection_value(value: Any, by: Any) -> str:
-    """A candidate's selection value: p95 milliseconds when chosen by latency, bytes when chosen by size."""
+def fmt_selection_value(value: Any, by: Any, unit: Any = None) -> str:
+    """A candidate's selection value: p95 milliseconds when chosen by latency, its time over the FP32
+    reference's when the candidates were timed in pairs against it (unit "x reference"), bytes when chosen
+    by size."""
     if num(value) is None:
         return "–"
+    if unit == "x reference":
+        return f"{value:.3g}x the reference's time"
     if by == "latency":
         return f"{fmt_ms(value)} ms"
     if by == "size":
@@ -324,7 +328,7 @@ def _selection_view(sel: dict[str, Any] | None) -> dict[str, Any] | None:
         step = text(c.get("step"))
         m = get(c, "checks", "measurements")
         p95, size_mb = get(m, "latency_ms", "p95"), num(get(m, "size_mb"))
-        value = c.get("value")
+        value = c.get("value") if c.get("unit") != "x reference" else None   # the p95 column shows milliseconds
         cands.append({"step": step, "passed": c.get("passed") is True,
                       "p95": fmt_selection_value(value if by == "latency" and num(value) is not None else p95, "latency"),
                       "size": fmt_selection_value(value if by == "size" and num(value) is not None else

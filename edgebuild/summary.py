@@ -113,7 +113,7 @@ def _selection_lines(target: dict[str, Any]) -> list[Any]:
     for c in cands:
         if not isinstance(c, dict) or (chosen is not None and c.get("step") == chosen):
             continue
-        value = f" ({fmt_selection_value(c.get('value'), by)})" if num(c.get("value")) is not None else ""
+        value = f" ({fmt_selection_value(c.get('value'), by, c.get('unit'))})" if num(c.get("value")) is not None else ""
         mark = Text("    ✗ " if c.get("passed") is not True else "    · ", style="red" if c.get("passed") is not True else "dim")
         mark.append(f"{text(c.get('step'))}{value}: {text(c.get('why'))}", style="dim")
         lines.append(mark)

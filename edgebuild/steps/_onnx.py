@@ -67,7 +67,7 @@ def save(model: "onnx.ModelProto", path: str | Path, ir_version: int, max_opset:
       types need a higher IR version than that is a StepError.
     - Opset: a default-domain opset above `max_opset` is a StepError; `opset_path` is the recipe
       key to blame (e.g. the export step's `opset`).
-    - The ONNX checker must pass.
+    - Nodes in topological order in every graph (`topo_sort`), then the ONNX checker must pass.
     - Opset imports of domains no node uses are dropped (ONNX Runtime's optimizer imports every
       domain it knows, e.g. ai.onnx.ml 5, which would demand a newer IR version).
     - Deterministic bytes: producer "edgebuild" with no version, deterministic serialization.
@@ -88,6 +88,8 @@ def save(model: "onnx.ModelProto", path: str | Path, ir_version: int, max_opset:
             f"load IR version {ir_version} at most",
             hint="lower the export opset, or drop the target whose runtime is older from this step's consumers",
             recipe_path=opset_path)
+    for g in iter_graphs(model.graph):   # a tool may leave a node before one it reads from (the checker refuses)
+        topo_sort(g)
     model.ir_version = min(model.ir_version or ir_version, ir_version)
     model.producer_name = PRODUCER
     model.producer_version = ""
@@ -293,18 +295,59 @@ def session(model: "str | Path | bytes | onnx.ModelProto", optimize: bool = True
     return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
 
 
+_timing_depth = 0
+
+
+@contextlib.contextmanager
+def timing_turn() -> Iterator[None]:
+    """Hold this host's timing lock: one timing loop at a time across every edgebuild process on the host.
+
+    The quantize steps of one build run side by side (`--jobs`), and a second build may run beside this
+    one; two timing loops at once each see the other's load, and on a small host a speed decision would
+    rest on an oversubscribed CPU. The lock is a file in the temp folder, held with flock (released by the
+    kernel if a process dies); work that is not timing (quantizing, evaluating metrics) still runs in
+    parallel. Re-entrant within a process."""
+    import fcntl
+    import tempfile
+
+    global _timing_depth
+    if _timing_depth:
+        _timing_depth += 1
+        try:
+            yield
+        finally:
+            _timing_depth -= 1
+        return
+    path = Path(tempfile.gettempdir()) / "edgebuild-timing.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:   # an unwritable temp folder: time without the lock rather than not at all
+        fd = -1
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _timing_depth = 1
+        yield
+    finally:
+        _timing_depth = 0
+        if fd >= 0:
+            os.close(fd)   # closing releases the lock
+
+
 def timings(sess: Any, feed: dict[str, Any], warmup: int = 2, min_runs: int = 5, budget_s: float = 0.25,
             max_runs: int = 2000) -> list[float]:
     """The one latency sampler: `warmup` untimed runs, then the wall time (ms) of single inferences until
-    at least `min_runs` are taken and `budget_s` seconds have passed (at most `max_runs`)."""
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < max_runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000.0)
+    at least `min_runs` are taken and `budget_s` seconds have passed (at most `max_runs`); in this host's
+    timing turn (`timing_turn`)."""
+    with timing_turn():
+        for _ in range(warmup):
+            sess.run(None, feed)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < max_runs):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times.append((time.perf_counter() - t0) * 1000.0)
     return times
 
 
@@ -349,21 +392,22 @@ def paired_latency(a: Any, b: Any, feed: dict[str, Any], budget_s: float = 1.0, 
     import numpy as np
 
     feeds = (_fit_feed(a, feed), _fit_feed(b, feed))
-    for sess, f in zip((a, b), feeds):   # warm-up: first runs allocate and pick kernels
-        sess.run(None, f)
-        sess.run(None, f)
     ta: list[float] = []
     tb: list[float] = []
-    start = time.perf_counter()
-    while len(ta) < min_pairs or (time.perf_counter() - start < budget_s and len(ta) < max_pairs):
-        order = (0, 1) if len(ta) % 2 == 0 else (1, 0)
-        got = [0.0, 0.0]
-        for i in order:
-            t0 = time.perf_counter()
-            (a, b)[i].run(None, feeds[i])
-            got[i] = time.perf_counter() - t0
-        ta.append(got[0] * 1000.0)
-        tb.append(got[1] * 1000.0)
+    with timing_turn():
+        for sess, f in zip((a, b), feeds):   # warm-up: first runs allocate and pick kernels
+            sess.run(None, f)
+            sess.run(None, f)
+        start = time.perf_counter()
+        while len(ta) < min_pairs or (time.perf_counter() - start < budget_s and len(ta) < max_pairs):
+            order = (0, 1) if len(ta) % 2 == 0 else (1, 0)
+            got = [0.0, 0.0]
+            for i in order:
+                t0 = time.perf_counter()
+                (a, b)[i].run(None, feeds[i])
+                got[i] = time.perf_counter() - t0
+            ta.append(got[0] * 1000.0)
+            tb.append(got[1] * 1000.0)
     a, b = np.array(ta), np.array(tb)
     ratios = b / np.maximum(a, 1e-9)
     med = float(np.median(ratios))

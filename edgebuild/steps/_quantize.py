@@ -54,7 +54,7 @@ _NO_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "Rand
 PASS_THROUGH = frozenset({"Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
                           "MaxPool", "Pad", "Resize", "Split", "Identity", "Dropout"})
 RATIO = 20.0          # range-mixing: largest input range over smallest
-MAX_QUANTIZATIONS = 12
+MAX_QUANTIZATIONS = 16
 SENSITIVITY_SAMPLES = 16
 ACCURACY_SAMPLES = 200
 
@@ -80,8 +80,36 @@ def name_nodes(model: "onnx.ModelProto") -> int:
 def preprocess(model: "onnx.ModelProto", log: Any) -> tuple["onnx.ModelProto", dict[str, Any]]:
     """Constants to initializers, constant folding, shape inference; returns (model, what changed)."""
     facts = weights_as_initializers(model, log)
+    flat = flat_gemm_biases(model)
+    if flat:
+        facts["gemm_biases_flattened"] = flat
+        log.info("pre-processing: %d Gemm bias(es) of shape [1, N] stored as [N]", flat)
     model, facts["shapes_inferred"] = infer_shapes(model, log)
     return model, facts
+
+
+def flat_gemm_biases(model: "onnx.ModelProto") -> int:
+    """Store Gemm biases of shape [1, N] as [N] (the same sum: C broadcasts either way). ONNX Runtime's QDQ
+    quantizer takes a Gemm bias to be 1-D: a [1, N] one (what a fused MatMul + Add of a TF/JAX export gives)
+    breaks its per-channel bias scales and then the model's DequantizeLinear. Returns how many changed."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in _onnx.iter_nodes(model):
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "Gemm" or len(node.input) < 3 or node.input[2] not in inits or uses.get(node.input[2]) != 1:
+            continue
+        t = inits[node.input[2]]
+        if len(t.dims) >= 2 and all(d == 1 for d in t.dims[:-1]):
+            arr = numpy_helper.to_array(t)
+            t.CopyFrom(numpy_helper.from_array(arr.reshape(arr.shape[-1]), t.name))
+            changed += 1
+    return changed
 
 
 def weights_as_initializers(model: "onnx.ModelProto", log: Any) -> dict[str, Any]:
@@ -731,6 +759,7 @@ class Candidate:
     method: str | None
     per_channel: bool
     excluded: tuple[str, ...]
+    ops: str | None = None   # quantize-static's op set ("weighted", "all"); None for dynamic
     model: Any = None
     quantized: int = 0
     metric: float = float("nan")
@@ -743,6 +772,8 @@ class Candidate:
         out: dict[str, Any] = {}
         if self.method is not None:
             out["method"] = self.method
+        if self.ops is not None:
+            out["op_types"] = self.ops
         out.update(per_channel=self.per_channel, excluded=len(self.excluded), quantized_nodes=self.quantized,
                    metric=_onnx.sig3(self.metric) if self.metric == self.metric else None,
                    ms=round(self.ms, 3) if self.ms == self.ms else None, meets=self.meets)
@@ -751,12 +782,19 @@ class Candidate:
         return out
 
 
+Config = tuple["str | None", bool, "str | None"]   # (method, per_channel, op set): one setting the search tries
+
+
+def _ops_text(ops: str | None) -> str:
+    return f" op_types={ops}" if ops else ""
+
+
 @dataclass
 class AccuracySearch:
     """Quantize, measure the goal's metric against the FP32 model, and search until it is met.
 
-    `build(method, per_channel, excluded)` returns the quantized ModelProto (None when it quantized
-    nothing). `configs` lists (method, per_channel) pairs, the step's own first. `ranking(model)` gives
+    `build(method, per_channel, ops, excluded)` returns the quantized ModelProto (None when it quantized
+    nothing). `configs` lists (method, per_channel, ops) settings, the step's own first. `ranking(model)` gives
     the exclusion units in the order to keep them in float (each unit a list of node names), from a
     quantized candidate. Candidates that meet the goal are compared by how many nodes they keep in
     float (fewer is faster), then by metric; the search stops at MAX_QUANTIZATIONS.
@@ -765,8 +803,8 @@ class AccuracySearch:
     ctx: RunContext
     goal: Goal
     fp32_model: Path
-    build: Callable[[str | None, bool, tuple[str, ...]], Any]
-    configs: list[tuple[str | None, bool]]
+    build: Callable[[str | None, bool, str | None, tuple[str, ...]], Any]
+    configs: list[Config]
     base_excluded: tuple[str, ...]
     ranking: Callable[[Any], list[list[str]]]
     why_nothing: Callable[[], str] = lambda: "ONNX Runtime's quantizer left every node in float"
@@ -795,6 +833,7 @@ class AccuracySearch:
             raise StepError(
                 f"the accuracy goal {goal.text()} on dataset '{goal.data}' is not met: the best of {len(self.tried)} "
                 f"quantization(s) reached {goal.show(best.metric)} ({best.method or 'dynamic'}, per_channel={best.per_channel}, "
+                f"{'op_types=' + best.ops + ', ' if best.ops else ''}"
                 f"{len(best.excluded)} node(s) in float); the first reached {goal.show(first.metric)}",
                 hint="lower the goal, calibrate on more representative samples, or let `best:` pick another variant",
                 recipe_path=("steps", ctx.step_id, "with", "accuracy"))
@@ -863,31 +902,32 @@ class AccuracySearch:
             return -math.inf
         return value if "min" in self.goal.limit else -value
 
-    def _try(self, method: str | None, per_channel: bool, excluded: tuple[str, ...]) -> Candidate | None:
+    def _try(self, method: str | None, per_channel: bool, ops: str | None, excluded: tuple[str, ...]) -> Candidate | None:
         from edgebuild import metrics
 
         if len(self.tried) >= MAX_QUANTIZATIONS:
             return None
         excluded = tuple(sorted(set(excluded)))
         for c in self.tried:
-            if (c.method, c.per_channel, c.excluded) == (method, per_channel, excluded):
+            if (c.method, c.per_channel, c.ops, c.excluded) == (method, per_channel, ops, excluded):
                 return c
-        cand = Candidate(method, per_channel, excluded)
+        cand = Candidate(method, per_channel, excluded, ops)
         self.tried.append(cand)
         try:
-            model = self.build(method, per_channel, excluded)
+            model = self.build(method, per_channel, ops, excluded)
         except StepError as exc:
             if len(self.tried) == 1:   # the step's own settings: their failure is the step's
                 raise
             # another method the search tries (e.g. percentile calibration on a model whose attention mask
             # puts -inf into a tensor) is a candidate that missed, not the end of the search
             cand.note = f"failed: {exc.message}"
-            self.ctx.log.warning("candidate %s per_channel=%s float=%d failed: %s", method or "dynamic", per_channel,
-                                 len(excluded), exc.message)
+            self.ctx.log.warning("candidate %s per_channel=%s%s float=%d failed: %s", method or "dynamic", per_channel,
+                                 _ops_text(ops), len(excluded), exc.message)
             return cand
         if model is None:
             cand.note = "no node quantized"
-            self.ctx.log.info("candidate %s per_channel=%s float=%d: no node quantized", method, per_channel, len(excluded))
+            self.ctx.log.info("candidate %s per_channel=%s%s float=%d: no node quantized", method, per_channel, _ops_text(ops),
+                              len(excluded))
             return cand
         cand.model = model
         cand.quantized = len(quantized_nodes(model))
@@ -900,8 +940,8 @@ class AccuracySearch:
                             recipe_path=("steps", self.ctx.step_id, "with", "accuracy", "metric")) from None
         cand.meets = metrics.meets(cand.metric, self.goal.limit)
         cand.ms = latency_ms(_onnx.session(model, threads=self.threads), self.timing_feed, budget_s=0.1)
-        self.ctx.log.info("candidate %s per_channel=%s float=%d: %s=%.4g (%s), %.3f ms", method or "dynamic", per_channel,
-                          len(excluded), self.goal.metric, cand.metric, "meets" if cand.meets else "misses", cand.ms)
+        self.ctx.log.info("candidate %s per_channel=%s%s float=%d: %s=%.4g (%s), %.3f ms", method or "dynamic", per_channel,
+                          _ops_text(ops), len(excluded), self.goal.metric, cand.metric, "meets" if cand.meets else "misses", cand.ms)
         return cand
 
     def _best(self, cands: list[Candidate]) -> Candidate | None:
@@ -912,8 +952,8 @@ class AccuracySearch:
 
     def _search(self) -> Candidate | None:
         # 1. other calibration methods / per-channel settings, with the step's own float nodes
-        for method, pc in self.configs[1:]:
-            if self._try(method, pc, self.base_excluded) is None:
+        for method, pc, ops in self.configs[1:]:
+            if self._try(method, pc, ops, self.base_excluded) is None:
                 break
         found = self._best(self.tried)
         if found is not None:
@@ -932,7 +972,7 @@ class AccuracySearch:
         results: dict[int, Candidate] = {}
         for k in ks:
             excl = tuple(self.base_excluded) + tuple(n for u in units[:k] for n in u)
-            c = self._try(base.method, base.per_channel, excl)
+            c = self._try(base.method, base.per_channel, base.ops, excl)
             if c is None:
                 break
             results[k] = c
@@ -947,7 +987,7 @@ class AccuracySearch:
         while hi - lo > 1:   # fewer nodes in float, by bisection, while the budget lasts
             mid = (lo + hi) // 2
             excl = tuple(self.base_excluded) + tuple(n for u in units[:mid] for n in u)
-            c = self._try(base.method, base.per_channel, excl)
+            c = self._try(base.method, base.per_channel, base.ops, excl)
             if c is None:
                 break
             results[mid] = c

@@ -108,7 +108,7 @@ class QuantizeDynamic(StepKind):
             src, dst = Path(tmp) / "input.onnx", Path(tmp) / "quantized.onnx"
             src.write_bytes(model.SerializeToString(deterministic=True))
 
-            def build(_method: str | None, per_channel: bool, excluded: tuple[str, ...]) -> Any:
+            def build(_method: str | None, per_channel: bool, _ops: str | None, excluded: tuple[str, ...]) -> Any:
                 """The quantized model, or None when no weight was quantized."""
                 with tool_errors("ONNX Runtime's dynamic quantizer failed", hint="try `preprocess: true`, or limit `op_types`"), \
                         _onnx.quiet_quantizer_logs():
@@ -126,9 +126,9 @@ class QuantizeDynamic(StepKind):
             excluded: tuple[str, ...] = ()
             if p.get("accuracy"):
                 goal = _quantize.Goal.from_params(p["accuracy"])
-                configs: list[tuple[str | None, bool]] = [(None, types.per_channel)]
+                configs: list[_quantize.Config] = [(None, types.per_channel, None)]
                 if can_per_channel:
-                    configs.append((None, not types.per_channel))
+                    configs.append((None, not types.per_channel, None))
                 candidates = [nd.name for nd in model.graph.node if nd.op_type in op_types]
 
                 def ranking(quantized: Any) -> list[list[str]]:
@@ -139,7 +139,7 @@ class QuantizeDynamic(StepKind):
                 chosen, accuracy = search.run()
                 out, per_channel_used, excluded = chosen.model, chosen.per_channel, chosen.excluded
             else:
-                out = build(None, types.per_channel, ())
+                out = build(None, types.per_channel, None, ())
                 if out is None:
                     raise StepError(f"no node was quantized: {why_nothing()}",
                                     hint="dynamic quantization helps models dominated by MatMul/Gemm/Conv/LSTM weights; "

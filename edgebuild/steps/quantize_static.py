@@ -44,11 +44,13 @@ _CALIBRATOR_OPTIONS: dict[str, dict[str, Any]] = {
 CHUNK = 16   # samples per calibration pass
 # Calibration methods the accuracy search tries after the step's own, in this order.
 _SEARCH_METHODS = ("percentile", "entropy", "minmax")
+# the ops with weights: where int8 kernels (MLAS's QGEMM and int8 convolutions) save time
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 class QuantizeStatic(StepKind):
     name = "quantize-static"
-    version = 3
+    version = 5
     summary = "Quantize weights and activations to int8, calibrating activation ranges on a dataset."
     params = {
         "data": {"type": "string", "description": "Recipe dataset (under `data:`) to calibrate on."},
@@ -73,6 +75,13 @@ class QuantizeStatic(StepKind):
         "weight_type": {"enum": ["auto", "int8", "uint8"], "default": "int8",
                         "description": "Integer type of quantized weights. `auto`: from the target's CPU (int8 on every "
                                        "CPU edgebuild knows)."},
+        "op_types": {"enum": ["weighted", "all"], "default": "weighted",
+                     "description": "Which ops get quantized activations. `weighted`: the layers with weights (Conv, "
+                                    "ConvTranspose, MatMul, Gemm), which is where int8 kernels save time; the ops between "
+                                    "them stay float. `all`: every op ONNX Runtime can quantize (its default: Add, Mul, "
+                                    "Concat, Resize, Softmax...), longer int8 chains but each one rounded to 8 bits, which "
+                                    "breaks LayerNorm, attention and hard-swish arithmetic. With `accuracy:`, the other "
+                                    "set is tried too when this one misses the goal."},
         "preprocess": {"type": "boolean", "default": True,
                        "description": "Before quantizing, turn Constant nodes into initializers, fold constant "
                                       "subgraphs and infer shapes, so weights exported as constants are quantized too."},
@@ -169,7 +178,9 @@ class QuantizeStatic(StepKind):
             types.per_channel = types.per_channel and can_per_channel
         _quantize.name_nodes(model)
         specs = _onnx.graph_inputs(model)
-        ops = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+        every_op = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+        op_sets = {"all": every_op, "weighted": [o for o in WEIGHTED_OPS if o in every_op]}
+        ops = op_sets[p["op_types"]]
         fmt = QuantFormat.QDQ if p["format"] == "qdq" else QuantFormat.QOperator
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
@@ -187,7 +198,7 @@ class QuantizeStatic(StepKind):
                     try:
                         with tool_errors("ONNX Runtime's calibrator failed"), contextlib.redirect_stdout(printed), \
                                 _onnx.quiet_quantizer_logs():   # calibrators print progress
-                            ranges = _calibrate(src, Path(tmp) / f"augmented-{method_name}.onnx", ops,
+                            ranges = _calibrate(src, Path(tmp) / f"augmented-{method_name}.onnx", every_op,
                                                 getattr(CalibrationMethod, _METHODS[method_name]), method_name,
                                                 _quantize.cast_feeds(datasets.feeds(path, {k: specs.get(k, {}) for k in inputs},
                                                                                     limit=n), specs))
@@ -199,17 +210,35 @@ class QuantizeStatic(StepKind):
                     caches[method_name] = (cache, ranges)
                 return caches[method_name]
 
-            def build(method_name: str | None, per_channel: bool, excluded: tuple[str, ...]) -> Any:
+            bias_adjust: dict[str, Any] = {}
+
+            def build(method_name: str | None, per_channel: bool, op_set: str | None, excluded: tuple[str, ...]) -> Any:
                 """The quantized model with these settings, or None when no weight was quantized."""
                 method_name = method_name or p["method"]
+                op_list = op_sets[op_set or p["op_types"]]
                 cache, _ranges = calibrated(method_name)
-                with tool_errors("ONNX Runtime's static quantizer failed"), _onnx.quiet_quantizer_logs():
+
+                def quantize(extra: dict[str, Any]) -> None:
                     quantize_static(
                         str(src), str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
-                        quant_format=fmt, op_types_to_quantize=ops, per_channel=bool(per_channel),
+                        quant_format=fmt, op_types_to_quantize=op_list, per_channel=bool(per_channel),
                         reduce_range=types.reduce_range, calibrate_method=getattr(CalibrationMethod, _METHODS[method_name]),
                         activation_type=qtype[types.activation_type], weight_type=qtype[types.weight_type],
-                        nodes_to_exclude=sorted(excluded))
+                        nodes_to_exclude=sorted(excluded), extra_options=extra)
+
+                with tool_errors("ONNX Runtime's static quantizer failed"), _onnx.quiet_quantizer_logs():
+                    try:
+                        quantize(dict(bias_adjust))
+                    except ValueError as exc:
+                        # ONNX Runtime widens a weight's scale where its bias would not fit int32; that code
+                        # assumes a 1-D bias and fails on others (a [1, N] Gemm bias in per-channel mode).
+                        # Without the widening the bias is quantized as is: correct unless a bias is huge.
+                        if bias_adjust or not _in_bias_adjustment(exc):
+                            raise
+                        ctx.log.warning("ONNX Runtime's int32-bias scale adjustment failed on this model (%s); "
+                                        "quantizing without it", exc)
+                        bias_adjust["QDQDisableWeightAdjustForInt32Bias"] = True
+                        quantize(dict(bias_adjust))
                 out = _onnx.load(dst)
                 return out if _quantize.quantized_nodes(out) else None
 
@@ -226,16 +255,20 @@ class QuantizeStatic(StepKind):
                 return _quantize.nothing_quantized(model, ops, base_excluded)
 
             accuracy: dict[str, Any] | None = None
-            method_used, per_channel_used, excluded = p["method"], types.per_channel, base_excluded
+            method_used, per_channel_used, ops_used, excluded = p["method"], types.per_channel, p["op_types"], base_excluded
             if p.get("accuracy"):
                 # the step's own settings, the other per-channel setting, then the other calibration methods
                 # (per channel: more accurate for convolutions whatever the method)
-                configs: list[tuple[str | None, bool]] = [(p["method"], types.per_channel)]
+                # (the step's own settings, the other op set, the other per-channel setting, then the other
+                # calibration methods with either op set: per channel, more accurate for convolutions whatever the method)
+                other = "all" if p["op_types"] == "weighted" else "weighted"
+                configs: list[_quantize.Config] = [(p["method"], types.per_channel, p["op_types"]),
+                                                   (p["method"], types.per_channel, other)]
                 if can_per_channel:
-                    configs.append((p["method"], not types.per_channel))
-                configs += [(m, can_per_channel) for m in _SEARCH_METHODS if m != p["method"]]
+                    configs.append((p["method"], not types.per_channel, p["op_types"]))
+                configs += [(m, can_per_channel, o) for m in _SEARCH_METHODS if m != p["method"] for o in (p["op_types"], other)]
                 calib_feeds = _quantize.sensitivity_feeds(path, model)
-                candidates = [nd.name for nd in model.graph.node if nd.op_type in ops]
+                candidates = [nd.name for nd in model.graph.node if nd.op_type in every_op]
 
                 def ranking(quantized: Any) -> list[list[str]]:
                     return _quantize.rank_units(model, quantized, candidates, calib_feeds, mixing, ctx.log)
@@ -245,8 +278,9 @@ class QuantizeStatic(StepKind):
                 chosen, accuracy = search.run()
                 out = chosen.model
                 method_used, per_channel_used, excluded = chosen.method or p["method"], chosen.per_channel, chosen.excluded
+                ops_used = chosen.ops or p["op_types"]
             else:
-                out = build(p["method"], types.per_channel, base_excluded)
+                out = build(p["method"], types.per_channel, None, base_excluded)
                 if out is None:
                     raise StepError(f"no node was quantized: {why_nothing()}",
                                     hint="static quantization targets Conv, MatMul, Gemm and friends with constant "
@@ -259,15 +293,24 @@ class QuantizeStatic(StepKind):
         ctx.log.info("size %d -> %d bytes; %d node(s) with int8 weights; ops: %s", size_before, size_after,
                      len(quantized), ", ".join(f"{k} x{v}" for k, v in counts.items()))
         facts: dict[str, Any] = {
-            "samples": n, "method": method_used, "format": p["format"], "per_channel": per_channel_used,
+            "samples": n, "method": method_used, "op_types": ops_used, "format": p["format"], "per_channel": per_channel_used,
             "types": types.facts(), "preprocess": pre if pre is not None else False,
             "quantized_nodes": len(quantized), "range_mixing": mixing, "fp32_nodes": list(excluded),
             "ops": counts, "size_before": size_before, "size_after": size_after}
         if opset:
             facts["opset"] = opset
+        if bias_adjust:
+            facts["int32_bias_scale_adjustment"] = False   # ONNX Runtime's failed on this model: see the log
         if accuracy is not None:
             facts["accuracy"] = accuracy
         return facts
+
+
+def _in_bias_adjustment(exc: BaseException) -> bool:
+    """Whether `exc` comes from ONNX Runtime's int32-bias scale adjustment (see `build` in `run`)."""
+    import traceback
+
+    return any(f.name.startswith("_adjust_weight") for f in traceback.extract_tb(exc.__traceback__))
 
 
 def _calibrate(model: Path, augmented: Path, ops: list[str], method: Any, name: str, feeds: Iterator[dict[str, Any]]) -> Any:

@@ -119,3 +119,43 @@ def test_load_rejects_non_onnx(tmp_path: Path) -> None:
     bad.write_text("version https://git-lfs.github.com/spec/v1\n")
     with pytest.raises(StepError, match="cannot read ONNX model"):
         _onnx.load(bad)
+
+
+def test_save_sorts_a_node_placed_before_what_its_subgraph_reads(tmp_path: Path) -> None:
+    """A quantizer rewriting a model whose `If` was inlined (silero-vad) left an `If` before the node whose
+    output its branch reads; the checker refuses that. `save` puts every graph in topological order."""
+    branch = lambda name: helper.make_graph(  # noqa: E731
+        [helper.make_node("Identity", ["t"], [f"{name}_out"])], name, [],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [2])])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"), else_branch=branch("else"), name="if"),
+             helper.make_node("Relu", ["x"], ["t"], name="makes_t")]   # after the If that reads t
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [cond])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(m)
+    _onnx.save(m, tmp_path / "m.onnx", 10, 21)
+    back = onnx.load(str(tmp_path / "m.onnx"))
+    assert [n.name for n in back.graph.node] == ["makes_t", "if"]
+
+
+def test_timing_turn_waits_for_another_process_timing(tmp_path: Path) -> None:
+    """Two timing loops never run at once on one host: a process holding the timing lock makes the next
+    one wait until it lets go (the lock is re-entrant within a process)."""
+    import subprocess
+    import sys
+    import time
+
+    hold = ("import sys, time\nfrom edgebuild.steps import _onnx\nwith _onnx.timing_turn():\n"
+            "    print('held', flush=True)\n    time.sleep(1.0)\n")
+    proc = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        with _onnx.timing_turn():
+            with _onnx.timing_turn():
+                waited = time.perf_counter() - t0
+        assert waited >= 0.5, waited
+    finally:
+        proc.wait(timeout=30)

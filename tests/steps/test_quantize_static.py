@@ -97,3 +97,74 @@ def test_check_reports_a_bad_type_combination() -> None:
     ctx = _plan_ctx({"data": "calib", "activation_type": "int8", "weight_type": "uint8"}, {"calib": Path("c.npz")})
     QuantizeStatic().check(ctx)
     assert len(ctx.problems) == 1 and "uint8 weights" in ctx.problems[0].message
+
+
+def _dense_with_row_bias(path: Path) -> Path:
+    """x[n, 16] -> Gemm(W[16, 8], bias [1, 8]) -> Relu -> Gemm(W[8, 4], bias [1, 4]): what ONNX Runtime's
+    optimizer makes of a TF/JAX export's MatMul + Add with a [1, N] bias (magika's dense layers)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((1, 8)).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.standard_normal((1, 4)).astype(np.float32), "b2")]
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="dense1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="dense2")]
+    g = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def test_gemm_with_a_row_bias_quantizes_per_channel_and_runs(kit, tmp_path: Path) -> None:
+    """ONNX Runtime's per-channel bias handling takes Gemm biases to be 1-D: a [1, N] bias failed its scale
+    adjustment, then made a DequantizeLinear the model cannot run. The step stores such biases as [N]."""
+    src = _dense_with_row_bias(tmp_path / "dense.onnx")
+    x = np.random.default_rng(4).standard_normal((32, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    ctx = kit.make_ctx(QuantizeStatic, tmp_path / "out", {"data": "calib", "per_channel": True}, model=src,
+                       data={"calib": tmp_path / "calib.npz"})
+    facts = QuantizeStatic().run(ctx)
+    assert facts["preprocess"]["gemm_biases_flattened"] == 2 and facts["quantized_nodes"] == 2
+    (want,) = kit.run_ort(src, {"x": x[:4]})
+    (got,) = kit.run_ort(ctx.output_model, {"x": x[:4]})
+    assert float(np.max(np.abs(got - want))) <= 0.1 * float(np.max(np.abs(want)))
+
+
+def _residual(path: Path) -> Path:
+    """x -> Conv -> Relu -> Conv, plus x (an Add of two activations, as in every residual block)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(6)
+    inits = [numpy_helper.from_array((0.3 * rng.standard_normal((3, 3, 3, 3))).astype(np.float32), f"w{i}") for i in (1, 2)]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Add", ["c2", "x"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 16, 16])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def test_weighted_op_set_leaves_the_ops_between_layers_in_float(kit, tmp_path: Path, cnn_data: Path) -> None:
+    """`op_types: weighted` (the default) quantizes the layers with weights (their inputs and outputs) and leaves
+    the residual Add's result in float; `all` rounds the Add's result to 8 bits too (ONNX Runtime's default)."""
+    src = _residual(tmp_path / "res.onnx")
+    runs = {}
+    for ops in ("weighted", "all"):
+        ctx = kit.make_ctx(QuantizeStatic, tmp_path / ops, {"data": "calib", "op_types": ops}, model=src,
+                           data={"calib": cnn_data})
+        runs[ops] = QuantizeStatic().run(ctx)
+        assert runs[ops]["op_types"] == ops
+        _close_to_fp32(kit, src, ctx.output_model, _x(), tol=0.15)
+        graph = onnx.load(str(ctx.output_model)).graph
+        (add,) = [n for n in graph.node if n.op_type == "Add"]
+        runs[ops]["add_output_int8"] = any(n.op_type == "QuantizeLinear" and add.output[0] in n.input for n in graph.node)
+    assert not runs["weighted"]["add_output_int8"] and runs["all"]["add_output_int8"]
