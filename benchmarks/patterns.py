@@ -807,7 +807,7 @@ def interpretation(verdicts: list[dict[str, Any]]) -> list[str]:
                    + "): the ↳ rows are those models; each keeps the metric but was not faster than the step's own FP32 "
                    "input in its check."
                    + (f" Some were close: {', '.join(close)}; the check asks for a measurable speed-up (at least 3 %, "
-                      f"and more than the spread between its timing rounds), so such a model is refused on every build "
+                      f"and more than the noise of its interleaved FP32/int8 timing pairs), so such a model is refused on every build "
                       f"rather than by chance." if close else ""))
     return out[:5]
 
