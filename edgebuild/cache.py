@@ -96,6 +96,34 @@ class Cache:
             shutil.rmtree(scratch, ignore_errors=True)
         return dest
 
+    def adopt(self, key: str, folder: Path, digests: dict[str, str]) -> None:
+        """Rename a complete, verified entry (a download, with its entry.json) into place; the digests it was
+        checked against are remembered, so the next verify() does not read the files again."""
+        dest = self.entry(key)
+        make_folder(dest.parent, "cache folder", CACHE_HINT)
+        try:
+            os.rename(folder, dest)
+        except OSError:   # another process took the same key first
+            return
+        for rel, digest in digests.items():
+            self.stats.remember(dest / rel, digest)
+
+    def ref(self, name: str) -> str | None:
+        """The key a named ref points at (refs/<name>.json: the latest state a step kind carries across
+        builds, such as a GPU's TensorRT timing cache), if that entry is here."""
+        try:
+            key = str(json.loads((self.root / "refs" / f"{name}.json").read_text())["key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return key if self.has(key) else None
+
+    def set_ref(self, name: str, key: str) -> None:
+        path = self.root / "refs" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key}))
+        os.replace(tmp, path)
+
     def verify(self, key: str) -> list[str]:
         """Files of an entry whose content no longer matches its recorded digest (empty: intact)."""
         try:
@@ -129,13 +157,17 @@ class Cache:
         return sum(f.stat().st_size for f in self.entry(key).rglob("*") if f.is_file())
 
     def referenced(self) -> set[str]:
-        """Keys named by the last plan of any recipe built with this cache."""
+        """Keys named by the last plan of any recipe built with this cache, and by its refs."""
         out: set[str] = set()
         for f in (self.root / "plans").glob("*.json"):
             try:
                 out.update(json.loads(f.read_text()).get("keys", []))
             except (OSError, ValueError):
                 continue
+        for f in (self.root / "refs").rglob("*.json"):
+            key = self.ref(f.relative_to(self.root / "refs").as_posix()[:-5])
+            if key:
+                out.add(key)
         return out
 
     def gc(self, everything: bool = False, tmp_age_s: float = 3600) -> tuple[int, int]:

@@ -51,6 +51,13 @@ class StatCache:
         self.dirty = True
         return d
 
+    def remember(self, path: str | Path, digest: str) -> None:
+        """A digest known without reading the file (a download checked as it came in)."""
+        p = os.path.abspath(path)
+        st = os.stat(p)
+        self.entries[p] = [st.st_size, st.st_mtime_ns, digest]
+        self.dirty = True
+
     def stamp(self, path: str | Path) -> list[Any]:
         """[size, mtime_ns, sha256] of a file, as recorded for the no-op check."""
         p = os.path.abspath(path)

@@ -10,11 +10,15 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgebuild import runners
 from edgebuild.cache import Cache
+from edgebuild.digest import sha256_file, sha256_json
 from edgebuild.plan import Node, Plan
+
+if TYPE_CHECKING:
+    from edgebuild.remote import Remote
 
 @dataclass
 class Outcome:
@@ -32,6 +36,7 @@ class Outcome:
     work_seconds: float = 0.0     # time inside the step's run(), as the worker measured it
     started: float = 0.0          # time.perf_counter() when the executor took the node up
     bug: str | None = None        # the worker's traceback when edgebuild's own code raised (exit 2, not a step failure)
+    fetched: int | None = None    # bytes downloaded from the remote cache ("cached" from there), None otherwise
 
 
 class Reporter(Protocol):
@@ -41,8 +46,9 @@ class Reporter(Protocol):
 
 class Executor:
     def __init__(self, plan: Plan, cache: Cache, reporter: Reporter, jobs: int = 0,
-                 keep_going: bool = False, force: set[str] | None = None, runner: runners.Runner | None = None):
-        self.plan, self.cache, self.reporter = plan, cache, reporter
+                 keep_going: bool = False, force: set[str] | None = None, runner: runners.Runner | None = None,
+                 remote: Remote | None = None):
+        self.plan, self.cache, self.reporter, self.remote = plan, cache, reporter, remote
         self.runner = runner if runner is not None else runners.chosen()
         self.jobs = jobs or os.cpu_count() or 1
         self.keep_going = keep_going
@@ -118,7 +124,13 @@ class Executor:
         with self.cache.lock(node.key):
             if not forced and self.cache.has(node.key):  # another edgebuild process built it meanwhile
                 return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}))
+            fetched = self.remote.fetch(node.key, self.cache) if self.remote is not None and not forced else None
+            if fetched is not None:   # read through: verified, then renamed into the local cache
+                return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}),
+                               notes=notes, fetched=fetched)
             outcome = self._build(node)
+            if outcome.status == "built" and self.remote is not None:
+                self.remote.send(node.key, self.cache.entry(node.key))   # uploads overlap the steps that follow
         outcome.seconds = time.perf_counter() - t0
         outcome.notes = notes
         return outcome
@@ -127,8 +139,12 @@ class Executor:
         scratch = self.cache.scratch(node.key)
         out_dir = scratch / "out"
         out_dir.mkdir()
+        state = node.step.kind.state_name(node.target.data if node.target else None)
         try:
             job = self._job(node, out_dir, scratch / "result.json")
+            if state is not None:
+                (scratch / "state").mkdir()
+                job.update(state_in=[str(d) for d in self._state_in(state)], state_out=str(scratch / "state"))
             (scratch / "job.json").write_text(json.dumps(job, indent=1))
             log_path = scratch / "log.txt"
             code = self.runner.run(scratch / "job.json", log_path, exclusive=node.step.kind.exclusive)
@@ -140,9 +156,30 @@ class Executor:
             shutil.move(str(log_path), out_dir / "log.txt")
             meta = {"node": node.id, "use": node.step.use, "info": result["info"], "material": node.material}
             self.cache.commit(node.key, out_dir, meta)
+            if state is not None:
+                self._keep_state(state, scratch / "state")
             return Outcome(node.id, "built", info=result["info"], log=text, work_seconds=result.get("seconds", 0.0))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _state_in(self, name: str) -> list[Path]:
+        """The latest versions of a carried state: this cache's, and the remote's when it differs."""
+        keys = [self.cache.ref(name), self.remote.fetch_ref(name, self.cache) if self.remote is not None else None]
+        return [self.cache.entry(k) for k in dict.fromkeys(k for k in keys if k)]
+
+    def _keep_state(self, name: str, folder: Path) -> None:
+        """A step's new state becomes an entry (keyed by its content) that the ref names, here and remotely."""
+        files = {f.relative_to(folder).as_posix(): sha256_file(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+        if not files:
+            return
+        key = sha256_json({"state": name, "files": files})
+        with self.cache.lock(key):
+            if not self.cache.has(key):
+                self.cache.commit(key, folder, {"state": name, "info": {}})
+        self.cache.set_ref(name, key)
+        if self.remote is not None:
+            self.remote.send(key, self.cache.entry(key))
+            self.remote.send_ref(name, key)
 
     def _job(self, node: Node, out_dir: Path, result: Path) -> dict[str, Any]:
         r = self.plan.recipe

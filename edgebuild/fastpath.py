@@ -22,9 +22,10 @@ def record_path(cache_root: Path, recipe: Path, out: Path | None, targets: list[
     return cache_root / "plans" / f"{hashlib.sha256(ident.encode()).hexdigest()}.json"
 
 
-# Environment variables whose value changes a plan: extra step kinds, the host overrides, the local
-# onnxruntime-web files.
-PLAN_ENV = ("EDGEBUILD_STEP_MODULES", "EDGEBUILD_HOST_GPU", "EDGEBUILD_HOST_TENSORRT", "EDGEBUILD_ORT_WEB")
+# Environment variables whose value changes a plan: extra step kinds, the host overrides (GPU, TensorRT,
+# CPU model), the local onnxruntime-web files.
+PLAN_ENV = ("EDGEBUILD_STEP_MODULES", "EDGEBUILD_HOST_GPU", "EDGEBUILD_HOST_TENSORRT", "EDGEBUILD_ORT_WEB",
+            "EDGEBUILD_HOST_CPU")
 
 
 def conditions() -> dict[str, Any]:

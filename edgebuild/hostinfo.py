@@ -3,7 +3,8 @@
 Found without importing tensorrt or torch: `nvidia-smi` on desktops and servers, the device tree on
 Jetsons, package metadata for TensorRT. EDGEBUILD_HOST_GPU ("8.7", or "none") and
 EDGEBUILD_HOST_TENSORRT ("10.3", or "none") override detection, for unusual hosts and for tests of
-the routing itself.
+the routing itself. Also the CPU's hardware class, which a measurement's key takes (EDGEBUILD_HOST_CPU
+names the CPU model instead of /proc/cpuinfo, for tests).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 JETSON_SM = (("orin", "8.7"), ("xavier", "7.2"), ("tx2", "6.2"), ("nano", "5.3"))
 
@@ -87,3 +89,35 @@ def tensorrt_mismatch(target_cc: str | None, target_trt: str | None) -> str | No
     if target_trt and have != target_trt:
         return f"{need}; this host has TensorRT {have}"
     return None
+
+
+# instruction-set features that decide which kernels ONNX Runtime runs (x86 flags, Arm Features)
+KERNEL_ISA = frozenset({
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
+    "asimd", "asimddp", "asimdhp", "fphp", "sve", "sve2", "i8mm", "bf16"})
+
+
+@lru_cache(maxsize=None)
+def cpu_class() -> dict[str, Any]:
+    """This host's hardware class as timings see it: the CPU model, its kernel-relevant ISA features and the
+    cores this process may use. A measurement's key takes it, so a laptop's latency is never a CI runner's."""
+    import platform
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break   # the first processor's block says it all
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                if name in ("model name", "hardware", "cpu part") and not model:
+                    model = value.strip()
+                elif name in ("flags", "features"):
+                    flags = set(value.split())
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"cpu": os.environ.get("EDGEBUILD_HOST_CPU") or model or platform.processor() or platform.machine(),
+            "machine": platform.machine(), "isa": sorted(flags & KERNEL_ISA), "cores": cores}

@@ -36,6 +36,7 @@ class Measure(StepKind):
     gives = "measurements"
     tools = ("onnxruntime", "numpy")
     dataset_params = ("fidelity_data", "accuracy_data")
+    host_specific = True   # the measuring host's hardware class enters the key (a shared cache: issue 11)
 
     @classmethod
     def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:

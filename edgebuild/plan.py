@@ -272,6 +272,10 @@ def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache,
         "target": _target_material(node),
         "sources": {},
     }
+    if step.kind.host_specific:
+        from edgebuild import hostinfo
+
+        m["host"] = hostinfo.cpu_class()
     if node.refs:
         m["refs"] = {role: nodes[nid].key for role, nid in sorted(node.refs.items())}
     elif node.kind_ref is not None and "model" in recipe.source_files:
@@ -331,6 +335,9 @@ def _diff(a: Any, b: Any, path: tuple[str, ...], out: list[str]) -> None:
         return
     if head == "code":
         out.append("edgebuild's code for this step kind changed")
+        return
+    if head == "host" and len(path) == 2:
+        out.append(f"measured on another kind of host ({path[1]}: {_show(a)} → {_show(b)})")
         return
     if head == "target" and len(path) == 1 and not (isinstance(a, dict) and isinstance(b, dict)):
         out.append("the target profile changed")

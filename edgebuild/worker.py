@@ -88,6 +88,8 @@ def _run(job: dict[str, Any], log: logging.Logger) -> dict[str, Any]:
         target=job["target"], recipe_dir=Path(job["recipe_dir"]), log=log,
         refs={k: Path(v) for k, v in job.get("refs", {}).items()},
         cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None,
+        state_in=[Path(p) for p in job.get("state_in", [])],
+        state_out=Path(job["state_out"]) if job.get("state_out") else None,
     )
     info = kind().run(ctx)
     if normalized and job["input_dir"] is None:   # this step's input is the normalized recipe model: say what changed

@@ -77,4 +77,26 @@ class PerTarget(StepKind):
         return {"threads": ctx.target["cpu"]["threads"]}
 
 
-KINDS = [Copy, Fail, PerTarget]
+class Stateful(StepKind):
+    """Carries a state across builds, as TensorRT does its timing cache: reads the count it left last time
+    (here, or from the remote cache), writes count + 1."""
+
+    name = "fake-stateful"
+    summary = "Copies its input and counts its builds in a carried state (tests only)."
+    params = {"tag": {"type": "string", "default": "", "description": "bytes appended to the model"}}
+    tools = ()
+
+    @classmethod
+    def state_name(cls, target: dict[str, Any] | None) -> str | None:
+        return "fake-counter/v1"
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        _count(ctx)
+        seen = sorted(int((d / "count").read_text()) for d in ctx.state_in if (d / "count").is_file())
+        assert ctx.state_out is not None
+        (ctx.state_out / "count").write_text(str(max(seen, default=0) + 1))
+        ctx.output_model.write_bytes(ctx.input_model.read_bytes() + ctx.params["tag"].encode())
+        return {"seen": seen}
+
+
+KINDS = [Copy, Fail, PerTarget, Stateful]

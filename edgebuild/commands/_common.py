@@ -21,6 +21,43 @@ def jobs_count(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """--remote-timeout: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds: give a number above 0, such as 30")
+    return value
+
+
+def add_remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote", metavar="URL", default=None,
+                   help="a cache shared with other machines: a folder or fsspec URL such as s3://bucket/prefix "
+                        "(default: $EDGEBUILD_REMOTE)")
+    p.add_argument("--remote-read-only", action="store_true",
+                   help="take entries from the remote cache, upload nothing (builds of untrusted code: pull requests)")
+    p.add_argument("--remote-required", action="store_true",
+                   help="exit 1 when the remote cache cannot be used (default: one warning, and the build goes on locally)")
+    p.add_argument("--remote-timeout", type=seconds, default=30.0, metavar="S",
+                   help="the longest the build waits on the remote cache, in all (default: 30)")
+
+
+def remote_url(arg: str | None) -> str | None:
+    """--remote, else $EDGEBUILD_REMOTE (an empty value: none)."""
+    return arg if arg is not None else (os.environ.get("EDGEBUILD_REMOTE") or None)
+
+
+def open_remote(text: str, read_only: bool, timeout_s: float) -> Any:
+    """A Remote for a --remote URL: a malformed URL, an unknown scheme or a missing package is a user error
+    now, before anything is built; whether the remote answers is found out when a step first needs it."""
+    from edgebuild import remote, stores
+
+    url = stores.parse(text)
+    return remote.Remote(url, stores.open_store(url, timeout_s), read_only, timeout_s)
+
+
 def add_cache_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", metavar="DIR", type=Path,
                    help="cache folder (default: $EDGEBUILD_CACHE, else .edgebuild/cache beside the recipe)")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebuild.commands._common import add_cache_arg, cache_root, history_path, jobs_count
+from edgebuild.commands._common import add_cache_arg, add_remote_args, cache_root, history_path, jobs_count
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of the table")
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 1) when an artifact is deferred because this host cannot build it")
+    add_remote_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,15 +67,20 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     from edgebuild.execute import Executor
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
     from edgebuild.cache import CACHE_HINT, make_folder
+    from edgebuild.commands._common import open_remote, remote_url
 
     out = publish.out_dir(plan, args.out)
     make_folder(cache.root, "cache folder", CACHE_HINT)   # an unusable --cache or --out fails now, before any
     make_folder(out, "output folder", publish.OUT_HINT)   # step runs, not after the build
+    url = remote_url(args.remote)
+    remote = open_remote(url, args.remote_read_only, args.remote_timeout) if url else None
+    if remote is not None and args.remote_required and any(n.status == "run" for n in plan.order()):
+        _required(remote, remote.check())   # fail before building, not after
     for w in plan.warnings:
         print(w.render(), file=sys.stderr)
     reporter = progress.make(plan, quiet=args.json)
     try:
-        outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force), runner).run()
+        outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force), runner, remote).run()
     finally:
         reporter.close()
     bug = next((o for o in outcomes.values() if o.bug), None)
@@ -82,6 +88,9 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
         from edgebuild.errors import StepBug
 
         raise StepBug(bug.node, bug.bug or "")
+    traffic = _finish_remote(remote, plan, outcomes, cache.root) if remote is not None else None
+    if remote is not None and args.remote_required:
+        _required(remote, remote.failure)
     from edgebuild import checks
 
     verdicts = checks.judge(plan, cache, outcomes)
@@ -98,6 +107,8 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
             p.message += "\n  it was only a `best:` candidate: the selection goes on without it (see the manifest)"
             print(p.render(), file=sys.stderr)
     failed_checks = [p for v in verdicts.values() for p in v.failures]
+    if traffic and not args.json and (failures or failed_checks):
+        print(traffic)
     if failures or failed_checks:
         kept = sorted(t for t in plan.selected if t not in published and t in manifest["targets"])
         # the table shows what this run published, never a kept entry as if it were new
@@ -120,11 +131,38 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
                                    f"build it on a matching host: {d['command']}") for d in summary["deferred"]])
     fastpath.write(record, _record(plan, cache, outcomes, out, summary))
     if args.json:
-        print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3)), indent=2))
+        extra = {"remote": dict(vars(remote.traffic), url=remote.url.text, failure=remote.failure)} if remote else {}
+        print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3), **extra), indent=2))
     else:
         _print_table(manifest, plan.selected, False)
         progress.print_totals(plan, outcomes, out, time.perf_counter() - t0)
+        if traffic:
+            print(traffic)
     return 0
+
+
+def _finish_remote(remote: Any, plan: Any, outcomes: dict[str, Any], root: Path) -> str:
+    """Wait for the uploads, print the remote's warnings (one per failure), remember what this build fetched
+    and sent for `cache info`; the summary line."""
+    used = {plan.nodes[n].key for n, o in outcomes.items() if o.status in ("cached", "built")}
+    remote.finish(used)
+    for w in remote.warnings:
+        print(w, file=sys.stderr)
+    from edgebuild import fastpath
+
+    fastpath.write(root / "remote.json", {"url": remote.url.text, "read_only": remote.read_only, "at": time.time(),
+                                          "traffic": vars(remote.traffic), "failure": remote.failure})
+    return str(remote.traffic.line())
+
+
+def _required(remote: Any, failure: str | None) -> None:
+    """--remote-required: a remote that could not be used ends the build (exit 1) with the reason."""
+    if failure is None:
+        return
+    from edgebuild.errors import Problem, UserError
+
+    raise UserError(Problem(f"the remote cache {remote.url.text} could not be used: {failure}", None,
+                            "without --remote-required the build goes on with the local cache and a warning"))
 
 
 def _print_table(manifest: dict[str, Any], targets: list[str], quiet: bool) -> None:

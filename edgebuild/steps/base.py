@@ -94,7 +94,11 @@ class RunContext:
     recipe_dir: Path
     log: logging.Logger
     refs: dict[str, Path] = field(default_factory=dict)  # extra inputs by role (e.g. "reference": an output folder)
-    cache_dir: Path | None = None    # <cache>/shared: state steps keep across builds (downloads, TensorRT timing caches)
+    cache_dir: Path | None = None    # <cache>/shared: files steps keep across builds on this machine (downloads)
+    # the state a kind carries across builds (StepKind.state_name): the folders of its latest versions, this
+    # cache's and the remote's (to read, and merge where they differ), and the folder to write the new one to
+    state_in: list[Path] = field(default_factory=list)
+    state_out: Path | None = None
 
     @property
     def input_model(self) -> Path:
@@ -131,6 +135,9 @@ class StepKind:
     dataset_params: ClassVar[tuple[str, ...]] = ()    # params naming a dataset of the recipe's `data:` ("a" or "a.b")
     exclusive: ClassVar[bool] = False                 # runs alone (nothing else in parallel): timing measurements
     reproducible: ClassVar[bool] = True               # same inputs give the same bytes (TensorRT engines do not)
+    # its output is a fact about the host that ran it (timings): the host's hardware class enters its key, so a
+    # shared cache never hands one machine's measurements to another kind of machine
+    host_specific: ClassVar[bool] = False
     # non-Python files that shape its output (templates, data), relative to the edgebuild package; they enter
     # the key with its module and every edgebuild module that module imports (found by edgebuild.codedeps)
     code_files: ClassVar[tuple[str, ...]] = ()
@@ -192,6 +199,14 @@ class StepKind:
     def output_precision(cls, params: dict[str, Any], input_precision: str) -> str:
         """The precision of what this step writes, given its parameters and its input's."""
         return cls.precision or input_precision
+
+    @classmethod
+    def state_name(cls, target: dict[str, Any] | None) -> str | None:
+        """The name of a state this kind reads and improves build after build (TensorRT's timing cache of one
+        GPU and TensorRT version), or None. The state is not an input of the step's key: it changes how fast
+        the step runs, not what a correct output is. It is kept as a cache entry under a ref of that name,
+        and travels through a remote cache like any entry."""
+        return None
 
     def check(self, ctx: PlanContext) -> None:
         """Plan-time checks beyond the schema (cheap: no heavy imports, no model loading)."""

@@ -7,6 +7,10 @@ matching host. INT8 uses explicit quantization: the input must be a QDQ model (q
 format: qdq); TensorRT's implicit INT8 calibrators are deprecated since 10.1. Engines are not
 byte-reproducible: two builds of the same inputs can pick different kernels.
 
+Kernel timings are kept: the step starts from the timing cache of this GPU and TensorRT release (a cache
+entry under a ref, StepKind.state_name, which a remote cache shares between hosts of the same kind) and
+leaves the grown cache behind for the next build.
+
 Written against the TensorRT Python API (Builder, OnnxParser, BuilderConfig, optimization profile,
 timing cache, build_serialized_network) and type-checked with the tensorrt-stubs package.
 """
@@ -14,7 +18,6 @@ timing cache, build_serialized_network) and type-checked with the tensorrt-stubs
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,9 @@ from edgebuild.steps.base import ONNX, TENSORRT, RunContext, StepError, StepKind
 
 if TYPE_CHECKING:
     import tensorrt as trt
+
+
+TIMING_CACHE = "timing.cache"
 
 
 class TensorRT(StepKind):
@@ -64,6 +70,20 @@ class TensorRT(StepKind):
                 ctx.error(f"target '{t.name}' declares no TensorRT runtime and CUDA GPU; a TensorRT engine cannot run there",
                           hint="ship this step only to targets with `runtimes.tensorrt` and an `accelerator`")
 
+    @classmethod
+    def state_name(cls, target: dict[str, Any] | None) -> str | None:
+        """The timing cache belongs to one GPU (SM) and TensorRT release: a cache from another is rejected by
+        TensorRT, or worse, misleads it. The step runs only where the host matches its target, so the host's
+        facts name it."""
+        from edgebuild import dists, hostinfo
+
+        g = hostinfo.gpu()
+        version = next((v for v in map(dists.version, ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_libs"))
+                        if v), None) or hostinfo.tensorrt_version()
+        if g is None or version is None:
+            return None
+        return f"tensorrt-timing/sm{g.compute_capability.replace('.', '')}-trt{version}"
+
     def deferral(self, target: Any) -> str | None:
         from edgebuild import hostinfo
 
@@ -101,15 +121,16 @@ class TensorRT(StepKind):
         if p["version_compatible"]:
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         profile_info = _profile(trt, builder, network, config, p)
-        cache_file = _timing_cache_file(ctx, trt)
-        timing = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-        config.set_timing_cache(timing, False)
+        if not config.set_timing_cache(_timing_cache(config, ctx), False):
+            ctx.log.warning("TensorRT refused the timing cache; the kernels are timed from scratch")
+            config.set_timing_cache(config.create_timing_cache(b""), False)
         ctx.log.info("building a %s engine with TensorRT %s", p["precision"], trt.__version__)
         engine = builder.build_serialized_network(network, config)
         if engine is None:
             raise StepError("TensorRT could not build an engine (see the log above)")
         (ctx.out_dir / "model.engine").write_bytes(bytes(memoryview(engine)))
-        _save_timing_cache(cache_file, config.get_timing_cache().serialize())
+        if ctx.state_out is not None:   # this GPU's next engine build (here, or on a host sharing the remote) starts from it
+            (ctx.state_out / TIMING_CACHE).write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
         info = {"tensorrt": trt.__version__, "compute_capability": _device_cc(), "precision": p["precision"],
                 "profile": profile_info, "bindings": _bindings(network), "version_compatible": p["version_compatible"],
                 "workspace_mb": p["workspace_mb"], "reproducible": False}
@@ -173,21 +194,21 @@ def _device_cc() -> str:
     return g.compute_capability if g else "unknown"
 
 
-def _timing_cache_file(ctx: RunContext, trt: Any) -> Path:
-    """One timing cache per (GPU, TensorRT version), shared by every build in this edgebuild cache."""
-    from edgebuild import hostinfo
-
-    g = hostinfo.gpu()
-    tag = f"sm{(g.compute_capability if g else 'x').replace('.', '')}-trt{trt.__version__}"
-    root = (ctx.cache_dir or ctx.out_dir) / "tensorrt-timing"
-    root.mkdir(parents=True, exist_ok=True)
-    return root / f"{tag}.cache"
-
-
-def _save_timing_cache(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(memoryview(data)))
-    os.replace(tmp, path)
+def _timing_cache(config: "trt.IBuilderConfig", ctx: RunContext) -> "trt.ITimingCache":
+    """The timing cache to start from: the latest ones of this GPU and TensorRT version (this cache's and the
+    remote's, merged when they differ), so kernels timed by an earlier build, here or on another host of the
+    same kind, are not timed again. A cache TensorRT cannot read is skipped."""
+    timing = config.create_timing_cache(b"")
+    for folder in ctx.state_in:
+        f = folder / TIMING_CACHE
+        if not f.is_file():
+            continue
+        other = config.create_timing_cache(f.read_bytes())
+        if other is None or not timing.combine(other, False):
+            ctx.log.warning("skipped the timing cache %s: TensorRT could not merge it", f)
+        else:
+            ctx.log.info("starting from the timing cache in %s", folder.name)
+    return timing
 
 
 KIND = TensorRT
