@@ -151,8 +151,7 @@ def _add_measurements(plan: Plan) -> None:
             # browser's, which its demo page measures, not Python ONNX Runtime's
             params = Measure.fill_defaults(dict(checks.measure_params(r, target), latency=gives == ONNX))
             spec = StepSpec(f"check:{sid}", "measure", Measure, sid, params)
-            root = _root(plan, nid)
-            refs = {"reference": root} if r.model_kind == PYTORCH else {}
+            refs = {"reference": _reference(plan, nid)} if r.model_kind == PYTORCH else {}
             up = plan.nodes[nid]
             plan.nodes[f"check:{sid}@{t}"] = Node(f"check:{sid}@{t}", spec, target, nid, [t], up.ir_version,
                                                   up.max_opset, refs=refs, kind_ref=MEASURE_REF)
@@ -179,6 +178,36 @@ def _root(plan: Plan, node_id: str) -> str:
     while plan.nodes[node_id].upstream is not None:
         node_id = plan.nodes[node_id].upstream  # type: ignore[assignment]
     return node_id
+
+
+def _reference(plan: Plan, node_id: str) -> str:
+    """The FP32 reference of a PyTorch recipe's artifact: the export of the recipe's own model. A chain that
+    starts with steps changing the model (prune, distill) is compared with the model it started from, so an
+    accuracy drop or a speed-up is the whole chain's: an export of the recipe's model already planned, else
+    one added for the purpose."""
+    root = _root(plan, node_id)
+    if plan.nodes[root].step.kind.gives != PYTORCH:
+        return root
+    for n in plan.nodes.values():
+        if n.upstream is None and n.kind_ref is None and n.step.kind.takes == (PYTORCH,) and n.step.kind.gives == ONNX:
+            return n.id
+    from edgebuild.steps.export import Export
+
+    first = next(n for n in _chain(plan, node_id) if plan.nodes[n].step.kind.gives == ONNX)
+    up = plan.nodes[first]
+    params = Export.fill_defaults({"opset": min(Export.params["opset"]["default"], up.max_opset)})
+    node = Node("reference:fp32", StepSpec("reference:fp32", Export.name, Export, None, params), None, None, [],
+                up.ir_version, up.max_opset)
+    plan.nodes[node.id] = node
+    return node.id
+
+
+def _chain(plan: Plan, node_id: str) -> list[str]:
+    """The nodes from the first of a chain to `node_id`."""
+    out = [node_id]
+    while plan.nodes[out[-1]].upstream is not None:
+        out.append(plan.nodes[out[-1]].upstream)  # type: ignore[arg-type]
+    return out[::-1]
 
 
 def _needed(recipe: Recipe, shipped: list[str]) -> set[str]:

@@ -13,20 +13,16 @@ containers join the parts with "_", e.g. "output_1_0").
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
-import hashlib
-import sys
 import traceback
-import types
 import warnings
 from pathlib import Path
 from typing import Any
 
+from edgebuild.steps import _pytorch
+from edgebuild.steps._pytorch import FACTORY, WEIGHTS, flatten, short
 from edgebuild.steps.base import ONNX, PYTORCH, RunContext, StepError, StepKind
 
-FACTORY = ("model", "pytorch", "factory")
-WEIGHTS = ("model", "pytorch", "weights")
+__all__ = ["FACTORY", "WEIGHTS", "Export"]
 MAX_OPSET = 20   # the TorchScript exporter's highest opset in torch 2.13
 
 
@@ -69,7 +65,7 @@ class Export(StepKind):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)   # the same float results (constant folding, reference outputs) on every machine
         try:
-            module = _build_module(ctx)
+            module = _pytorch.load(ctx)
             samples = _samples(ctx, int(p["samples"]), p.get("data"))
             trace_feed = _trace_feed(ctx, samples)
             names = list(ctx.inputs)
@@ -101,159 +97,6 @@ class Export(StepKind):
                      "(a different opset may help)",
                 recipe_path=("steps", ctx.step_id, "with", "tolerance"))
         return facts
-
-
-# -- the module --------------------------------------------------------------------------------
-
-def _build_module(ctx: RunContext) -> Any:
-    import random
-
-    import numpy as np
-    import torch
-
-    src = ctx.source.get("pytorch") or {}
-    ref = str(src.get("factory") or "")
-    factory = _load_factory(ref, Path(ctx.recipe_dir))
-    # A factory that initializes weights randomly gives the same weights (and bytes) every run.
-    torch.manual_seed(0)
-    random.seed(0)
-    np.random.seed(0)
-    try:
-        module = factory()
-    except Exception as exc:
-        ctx.log.error("the factory raised:\n%s", traceback.format_exc())
-        raise StepError(f"factory {ref} raised {type(exc).__name__}: {_short(exc)}", recipe_path=FACTORY,
-                        hint="run the factory in Python to see the full traceback (also in this step's log)") from None
-    if not isinstance(module, torch.nn.Module):
-        raise StepError(f"factory {ref} returned {type(module).__name__}, not a torch.nn.Module", recipe_path=FACTORY,
-                        hint="the factory must return the model (an nn.Module instance), e.g. `return MyNet()`")
-    weights = src.get("weights")
-    if weights:
-        wpath = Path(weights)
-        _load_weights(ctx, module, wpath if wpath.is_absolute() else Path(ctx.recipe_dir) / wpath)
-    module.eval()
-    return module
-
-
-def _load_factory(ref: str, recipe_dir: Path) -> Any:
-    target, sep, attr = ref.rpartition(":")
-    if not sep or not target or not attr:
-        raise StepError(f"factory '{ref}' is not \"file.py:callable\" or \"package.module:callable\"", recipe_path=FACTORY)
-    recipe_dir = recipe_dir.resolve()
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_absolute():
-            path = recipe_dir / path
-        path = path.resolve()
-        if not path.is_file():
-            raise StepError(f"factory file not found: {target}", recipe_path=FACTORY,
-                            hint=f"looked for {path}; paths are relative to the recipe")
-        _on_path(recipe_dir, path.parent)
-        # the file is loaded as a module of a package made of its folder, so both plain imports of its
-        # neighbours (`import layers`, the folder is on sys.path) and relative ones (`from .layers import W`) work
-        package = f"_edgebuild_factory_{hashlib.sha256(str(path.parent).encode()).hexdigest()[:12]}"
-        if package not in sys.modules:
-            pkg = types.ModuleType(package)
-            pkg.__path__ = [str(path.parent)]
-            sys.modules[package] = pkg
-        module_name = f"{package}.{path.stem}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise StepError(f"cannot import factory file {target}", recipe_path=FACTORY)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = mod
-        where = target
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise StepError(f"importing factory file {target} raised {type(exc).__name__}: {_short(exc)}",
-                            recipe_path=FACTORY) from None
-    else:
-        _on_path(recipe_dir)
-        where = target
-        try:
-            mod = importlib.import_module(target)
-        except ModuleNotFoundError as exc:
-            raise StepError(f"factory module '{target}' not found ({_short(exc)})", recipe_path=FACTORY,
-                            hint="install the package, or name a file: \"model.py:build\" (relative to the recipe)") from None
-        except Exception as exc:
-            raise StepError(f"importing factory module {target} raised {type(exc).__name__}: {_short(exc)}",
-                            recipe_path=FACTORY) from None
-    obj: Any = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise StepError(f"factory callable '{attr}' not found in {where}", recipe_path=FACTORY)
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise StepError(f"factory '{attr}' in {where} is a {type(obj).__name__}, not a callable", recipe_path=FACTORY)
-    return obj
-
-
-def _on_path(*dirs: Path) -> None:
-    for d in reversed(dirs):
-        s = str(d)
-        if s not in sys.path:
-            sys.path.insert(0, s)
-
-
-def _load_weights(ctx: RunContext, module: Any, path: Path) -> None:
-    import torch
-
-    shown = path.name
-    if not path.is_file():
-        raise StepError(f"weights file not found: {path}", recipe_path=WEIGHTS)
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        pickled = "weights_only" in str(exc) or "Unsupported global" in str(exc)
-        raise StepError(f"cannot load weights {shown} with torch.load(weights_only=True): {type(exc).__name__}: {_short(exc)}",
-                        recipe_path=WEIGHTS,
-                        hint=("it looks like a whole pickled model (torch.save(model)), which edgebuild does not unpickle: "
-                              "save its state_dict instead: torch.save(model.state_dict(), path)") if pickled else
-                        "save a plain state_dict: torch.save(model.state_dict(), path)") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        nested = [k for k in ("state_dict", "model_state_dict", "model") if isinstance(state, dict) and k in state]
-        hint = (f"it looks like a checkpoint; save its '{nested[0]}' entry on its own" if nested
-                else "save a plain state_dict: torch.save(model.state_dict(), path)")
-        raise StepError(f"weights {shown} is not a state_dict (a dict of tensor name -> tensor)", recipe_path=WEIGHTS, hint=hint)
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k} (file {list(state[k].shape)}, model {list(own[k].shape)})"
-                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_listing(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
-        prefixed = bool(unexpected) and all(k.startswith("module.") for k in unexpected) and \
-            {k.removeprefix("module.") for k in unexpected} >= set(missing)
-        raise StepError(f"weights {shown} do not fit the model the factory builds: " + "; ".join(parts), recipe_path=WEIGHTS,
-                        hint=("the keys carry the 'module.' prefix of a DataParallel/DistributedDataParallel wrapper: "
-                              "save model.module.state_dict(), or strip the prefix from the keys") if prefixed else
-                        "check the weights were saved from this model (same architecture and constructor arguments)")
-    try:
-        module.load_state_dict(state, strict=True)
-    except Exception as exc:
-        raise StepError(f"weights {shown} do not fit the model: {_short(exc)}", recipe_path=WEIGHTS) from None
-    ctx.log.info("loaded %d tensors from %s", len(state), shown)
-
-
-def _listing(items: list[str], n: int = 4) -> str:
-    head = ", ".join(items[:n])
-    return head + (f", ... and {len(items) - n} more" if len(items) > n else "")
-
-
-def _short(exc: BaseException, n: int = 300) -> str:
-    from edgebuild.errors import strip_ansi
-
-    s = strip_ansi(str(exc)).strip().splitlines()
-    text = " ".join(x.strip() for x in s[:4]) if s else ""
-    return (text[:n] + "...") if len(text) > n else (text or "(no message)")
 
 
 # -- inputs and outputs ------------------------------------------------------------------------
@@ -360,16 +203,6 @@ def _output_names(out: Any) -> list[str]:
     return names
 
 
-def _flatten(out: Any) -> list[Any]:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _flatten(v)]
-    return [t for v in out for t in _flatten(v)]
-
-
 # -- export and check --------------------------------------------------------------------------
 
 def _export(ctx: RunContext, module: Any, feed: dict[str, Any], names: list[str], out_names: list[str], opset: int) -> Any:
@@ -394,7 +227,7 @@ def _export(ctx: RunContext, module: Any, feed: dict[str, Any], names: list[str]
             unsupported = "unsupported" in str(exc).lower() or type(exc).__name__ in ("UnsupportedOperatorError", "SymbolicValueError")
             hint = (f"an op may need a newer opset (up to {MAX_OPSET}); or rewrite that part of forward()" if unsupported
                     else "the exporter traces forward() with the sample input; data-dependent Python control flow cannot be traced")
-            raise StepError(f"PyTorch could not export the model to ONNX opset {opset}: {type(exc).__name__}: {_short(exc)}",
+            raise StepError(f"PyTorch could not export the model to ONNX opset {opset}: {type(exc).__name__}: {short(exc)}",
                             hint=hint, recipe_path=("steps", ctx.step_id, "with", "opset") if unsupported else ("steps", ctx.step_id)) from None
         model = onnx.load(str(path))
     for w in caught:
@@ -431,13 +264,13 @@ def _compare(ctx: RunContext, module: Any, path: Path, samples: list[dict[str, A
     try:
         for i, feed in enumerate(samples):
             with torch.no_grad():
-                want = [t.detach().numpy() for t in _flatten(module(*_to_torch(feed, names)))]
+                want = [t.detach().numpy() for t in flatten(module(*_to_torch(feed, names)))]
             try:
                 got = sess.run(out_names, {k: feed[k] for k in fed})
             except Exception as exc:
                 shapes = ", ".join(f"{k} {list(feed[k].shape)}" for k in names)
                 symbolic = [k for k in names if any(isinstance(d, str) for d in ctx.inputs[k]["shape"])]
-                raise StepError(f"ONNX Runtime failed on sample {i} ({shapes}): {_short(exc)}",
+                raise StepError(f"ONNX Runtime failed on sample {i} ({shapes}): {short(exc)}",
                                 hint="the traced graph fixed a size that the samples vary: "
                                      + ("declare the dims that vary symbolic (a name) in `inputs:`" if not symbolic else
                                         "the inputs' dims are symbolic, so the model's code turned a size into a Python "
