@@ -150,9 +150,10 @@ class Verdict:
     lost: dict[str, str] = field(default_factory=dict)   # `best:` candidate -> why it was not measured
 
 
-def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]:
-    """Evaluate the measurement nodes of every selected target; pick the best candidate where asked."""
-    r, out = plan.recipe, {}
+def judge(plan: Any, cache: Any, outcomes: dict[str, Any], pinned: dict[str, str] | None = None) -> dict[str, Verdict]:
+    """Evaluate the measurement nodes of every selected target; pick the best candidate where asked, or take
+    the choice `pinned` (target -> step: the lock's) and fail when it no longer passes."""
+    r, out, pinned = plan.recipe, {}, pinned or {}
     if not wanted(r):
         return {}
     for t, shipped in plan.ship.items():
@@ -181,7 +182,7 @@ def judge(plan: Any, cache: Any, outcomes: dict[str, Any]) -> dict[str, Verdict]
                          "_failed": [x for x in results if not x.passed], "_size": size}
         v = Verdict(arts, failures, lost=lost)
         if t in r.best:
-            _select(r, t, v)
+            _select(r, t, v, pinned.get(t))
         else:
             for sid, a in arts.items():
                 for x in a["_failed"]:
@@ -203,7 +204,7 @@ def _not_measured(step: Any, measure: Any, node: str) -> str | None:
     return None
 
 
-def _select(r: Any, t: str, v: Verdict) -> None:
+def _select(r: Any, t: str, v: Verdict, pin: str | None = None) -> None:
     order = r.ship[t]
     cands = [{"step": sid, "passed": a["passed"], "failures": [x.describe() for x in a["_failed"]],
               "latency": a["measurements"]["latency_ms"]["p95"], "size": a["_size"],
@@ -213,12 +214,40 @@ def _select(r: Any, t: str, v: Verdict) -> None:
               for sid, why in v.lost.items()]
     cands.sort(key=lambda c: order.index(c["step"]) if c["step"] in order else len(order))
     chosen, records = select(r.best[t], cands)
+    if pin is not None:
+        chosen, records = _pinned(r, t, v, pin, chosen, cands, records)
     v.selection = {"by": r.best[t], "chosen": chosen, "candidates": records}
     v.ship = [chosen] if chosen else []
+    if pin is not None:
+        v.selection["locked"] = True
+        return
     if chosen is None and cands:
         lines = "; ".join(f"{c['step']}: {', '.join(c['failures'])}" for c in cands)
         v.failures.append(Problem(f"{t}: no candidate passes every check ({lines})", r.doc.at(("ship", t, "best"), key=True),
                                   "loosen a limit in `checks:`, or add a candidate (another quantization, or the FP32 model)"))
+
+
+def _pinned(r: Any, t: str, v: Verdict, pin: str, fastest: str | None, cands: list[dict[str, Any]],
+            records: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+    """The lock's choice instead of today's timings: never a silent switch, so a locked choice that fails a
+    check fails the target (the others' failures and timings are recorded, not acted on)."""
+    cand = next((c for c in cands if c["step"] == pin), None)
+    if cand is None or not cand["passed"]:
+        why = ", ".join(cand["failures"]) if cand else "it was not measured"
+        v.failures.append(Problem(f"{t}: the locked choice {pin} fails now: {why}", r.doc.at(("ship", t, "best"), key=True),
+                                  "fix what broke it, or choose again with `edgebuild run RECIPE --relock` "
+                                  "and commit the new lock"))
+        return None, [dict(x, why=f"locked choice, failed: {why}") if x["step"] == pin else x for x in records]
+    out = []
+    for x in records:
+        if x["step"] == pin:
+            out.append(dict(x, why="chosen (locked)"))
+        elif x["passed"]:
+            today = f"; this build's timings would choose {fastest}" if fastest != pin else ""
+            out.append(dict(x, why=f"not chosen: the lock holds {pin}{today}"))
+        else:
+            out.append(x)
+    return pin, out
 
 
 def _hint(x: Result) -> str:

@@ -22,6 +22,8 @@ COMMANDS = {
     "cache": "inspect or clean the build cache",
     "report": "render a manifest as a self-contained HTML report (tables, budget charts, build graph)",
     "serve": "serve a web bundle locally with the headers multi-threaded WebAssembly needs",
+    "verify": "check a published build against its manifest, signatures, release and (--rebuild) a rebuild",
+    "sign": "sign a published build's target folders, manifest and provenance with a private key",
 }
 
 

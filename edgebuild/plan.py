@@ -59,10 +59,13 @@ class Plan:
 
 @lru_cache(maxsize=None)
 def tool_version(dist: str) -> str:
-    """A distribution's version from its metadata; the tool itself is not imported."""
+    """A distribution's version from its metadata; the tool itself is not imported. A local version label
+    (torch's `+cpu`, `+cu126`) names a build of the same release for other hardware, whose code writes the
+    same bytes: it is left out, so a laptop and a CI runner share keys (and a lock)."""
     from edgebuild import dists
 
-    return dists.version(dist) or "not installed"
+    v = dists.version(dist)
+    return v.partition("+")[0] if v else "not installed"
 
 
 def code_digest(modules: list[Path], code_files: tuple[str, ...], stats: StatCache, root: Path = PACKAGE) -> str:

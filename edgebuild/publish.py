@@ -26,7 +26,8 @@ def out_dir(plan: Plan, out: Path | None) -> Path:
 
 
 def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
-            verdicts: dict[str, Any] | None = None, published: list[str] | None = None) -> dict[str, Any]:
+            verdicts: dict[str, Any] | None = None, published: list[str] | None = None,
+            release: int | None = None) -> dict[str, Any]:
     """Publish every selected target whose artifacts all built and passed their checks; return the manifest.
 
     A target that failed keeps what its last good build published (folder and manifest entry). The
@@ -36,6 +37,8 @@ def publish(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path,
     make_folder(out, "output folder", OUT_HINT)
     previous = _read(out / "manifest.json")
     manifest = _header(plan, out, cache.stats)
+    if release is not None:   # rollback protection: `verify --min-release N` refuses an older build (lock.py)
+        manifest["release"] = release
     kept = {t: v for t, v in previous.get("targets", {}).items()
             if t not in plan.selected and t in [x.name for x in plan.recipe.targets]}
     manifest["targets"] = dict(kept)
@@ -141,6 +144,8 @@ def _publish_target(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out:
             chain = _chain(plan, nid)
             artifacts.append({"step": sid, "path": f"{tname}/{name}", "format": node.step.kind.gives,
                               "precision": _precision(plan, chain), "sha256": digest, "size": size, "chain": chain})
+            if node.step.kind.gives != ONNX:   # per file, so `edgebuild verify` names the one that changed
+                artifacts[-1]["files"] = {k: v["sha256"] for k, v in sorted(files.items())}
             if not node.step.kind.reproducible:
                 artifacts[-1]["reproducible"] = False   # e.g. TensorRT engines: a rebuild gives other bytes
         _swap(stage, out / tname)

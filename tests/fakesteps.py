@@ -99,4 +99,38 @@ class Stateful(StepKind):
         return {"seen": seen}
 
 
-KINDS = [Copy, Fail, PerTarget, Stateful]
+class Layers(StepKind):
+    """An ONNX model whose cost the test decides after planning: $EDGEBUILD_TEST_LAYERS (JSON, step id ->
+    number of 256x256 MatMul layers) is read when the step runs and is not in its key, so a test can make
+    the same keys build a fast model once and a slow one the next time: timings that flip, measured for real."""
+
+    name = "fake-layers"
+    summary = "Writes a MatMul chain as deep as $EDGEBUILD_TEST_LAYERS says for this step (tests only)."
+    params = {"data": {"type": ["string", "null"], "default": None, "description": "a dataset whose content enters the key"}}
+    dataset_params = ("data",)
+    tools = ("edgebuild-test-tool",)
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        import json
+
+        import numpy as np
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        _count(ctx)
+        depth = int(json.loads(os.environ.get("EDGEBUILD_TEST_LAYERS", "{}")).get(ctx.step_id, 1))
+        rng = np.random.default_rng(0)
+        weights = [rng.standard_normal((4, 256))] + [rng.standard_normal((256, 256)) / 16 for _ in range(depth)]
+        weights.append(rng.standard_normal((256, 4)))
+        names = ["x"] + [f"h{i}" for i in range(len(weights) - 1)] + ["y"]
+        nodes = [helper.make_node("MatMul", [names[i], f"w{i}"], [names[i + 1]]) for i in range(len(weights))]
+        g = helper.make_graph(nodes, "layers", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+                              [numpy_helper.from_array(w.astype(np.float32), f"w{i}") for i, w in enumerate(weights)])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        onnx.save(m, str(ctx.output_model))
+        return {"layers": depth}
+
+
+KINDS = [Copy, Fail, PerTarget, Stateful, Layers]

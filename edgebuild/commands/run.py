@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgebuild.commands import _trust
 from edgebuild.commands._common import add_cache_arg, add_remote_args, cache_root, history_path, jobs_count
 
 
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 1) when an artifact is deferred because this host cannot build it")
     add_remote_args(p)
+    _trust.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,10 +36,13 @@ def run(args: argparse.Namespace) -> int:
     root = cache_root(args.cache, args.recipe)
     args.out = args.out or Path("dist")
     record = fastpath.record_path(root, args.recipe, args.out, args.target)
-    if not args.force:
-        rec = fastpath.up_to_date(record)
+    _trust.check(args)
+    if not args.force and not _trust.forces_build(args):
+        rec = fastpath.up_to_date(record)   # it watches the lock: unchanged since a build that wrote or checked it
         if rec is not None and not (args.strict and rec["summary"].get("deferred")):
-            return _print_noop(rec, args.json, time.perf_counter() - t0)
+            code = _print_noop(rec, args.json, time.perf_counter() - t0)
+            _trust.after_noop(args, rec["summary"]["manifest"])
+            return code
     return _build(args, root, record, t0)
 
 
@@ -72,6 +77,9 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     out = publish.out_dir(plan, args.out)
     make_folder(cache.root, "cache folder", CACHE_HINT)   # an unusable --cache or --out fails now, before any
     make_folder(out, "output folder", publish.OUT_HINT)   # step runs, not after the build
+    from edgebuild import lock as lock_mod
+
+    lock = lock_mod.Session(args, plan, cache, out)   # --locked: a plan that differs from the lock fails here, first
     url = remote_url(args.remote)
     remote = open_remote(url, args.remote_read_only, args.remote_timeout) if url else None
     if remote is not None and args.remote_required and any(n.status == "run" for n in plan.order()):
@@ -93,9 +101,9 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
         _required(remote, remote.failure)
     from edgebuild import checks
 
-    verdicts = checks.judge(plan, cache, outcomes)
+    verdicts = checks.judge(plan, cache, outcomes, lock.choices)
     published: list[str] = []
-    manifest = publish.publish(plan, cache, outcomes, out, verdicts, published)
+    manifest = publish.publish(plan, cache, outcomes, out, verdicts, published, lock.release(verdicts))
     publish.write_build_log(out, plan, outcomes, t0)
     cache.stats.save()
     _write_history(plan, cache, outcomes, args.recipe)
@@ -129,7 +137,8 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
         raise BuildFailed([Problem(f"{d['target']}: {d['step']} ({d['format']}) is deferred: {d['reason']}",
                                    plan.recipe.doc.at(("ship", d["target"]), key=True),
                                    f"build it on a matching host: {d['command']}") for d in summary["deferred"]])
-    fastpath.write(record, _record(plan, cache, outcomes, out, summary))
+    _trust.finish(args, lock, plan, manifest, verdicts, out)
+    fastpath.write(record, _trust.watch(_record(plan, cache, outcomes, out, summary), lock))
     if args.json:
         extra = {"remote": dict(vars(remote.traffic), url=remote.url.text, failure=remote.failure)} if remote else {}
         print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3), **extra), indent=2))

@@ -1,0 +1,89 @@
+"""`dist/<name>/provenance.json`: SLSA provenance of a build, as an in-toto Statement v1.
+
+Other supply-chain tools read this shape (in-toto, SLSA verifiers, registries): subjects are every
+published file with its sha256; the SLSA v1 predicate names the recipe, the resolved dependencies
+(model, weights, datasets, factory and metric files with their digests, tool versions) and the builder.
+Deterministic like the manifest: no timestamps, paths relative to the folder edgebuild ran from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+STATEMENT = "https://in-toto.io/Statement/v1"
+SLSA = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "https://edgebuild.dev/buildtypes/recipe/v1"
+BUILDER = "https://edgebuild.dev/builder/edgebuild"
+NAME = "provenance.json"
+
+
+def published_files(out: Path, manifest: dict[str, Any]) -> dict[str, Path]:
+    """Every file a build published, by its path in the output folder: the manifest and each artifact's
+    files (a folder's one by one)."""
+    files = {"manifest.json": out / "manifest.json"}
+    for entry in manifest.get("targets", {}).values():
+        for a in entry["artifacts"]:
+            p = out / a["path"]
+            if p.is_dir():
+                files.update({f.relative_to(out).as_posix(): f for f in sorted(p.rglob("*")) if f.is_file()})
+            else:
+                files[a["path"]] = p
+    return dict(sorted(files.items()))
+
+
+def statement(out: Path, plan: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The in-toto Statement of this build."""
+    from edgebuild import __version__
+
+    subjects = [{"name": name, "digest": {"sha256": _sha256(p)}} for name, p in published_files(out, manifest).items()]
+    r = plan.recipe
+    external: dict[str, Any] = {"recipe": {"path": _rel(r.file), "digest": {"sha256": manifest["recipe"]["sha256"]}},
+                                "targets": sorted(manifest.get("targets", {}))}
+    if "release" in manifest:
+        external["release"] = manifest["release"]
+    predicate = {
+        "buildDefinition": {"buildType": BUILD_TYPE, "externalParameters": external,
+                            "resolvedDependencies": _dependencies(plan, manifest)},
+        "runDetails": {"builder": {"id": BUILDER, "version": {"edgebuild": __version__}}},
+    }
+    return {"_type": STATEMENT, "subject": subjects, "predicateType": SLSA, "predicate": predicate}
+
+
+def _dependencies(plan: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Source files (by role, with their digests) and tools (as package URLs with versions)."""
+    r = plan.recipe
+    files = dict(r.source_files)
+    for n in plan.order():
+        files.update(n.step.kind.source_files(n.step.params, r.dir))
+    deps = [{"name": role, "uri": f"file:{_rel(p)}", "digest": {"sha256": _sha256(p)}}
+            for role, p in sorted(files.items())]
+    deps += [{"name": tool, "uri": f"pkg:pypi/{tool}@{version}"} for tool, version in sorted(manifest["tools"].items())]
+    return deps
+
+
+def _rel(p: Path) -> str:
+    try:
+        return os.path.relpath(p)
+    except ValueError:   # another drive (Windows): the absolute path
+        return str(p)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write(out: Path, plan: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write provenance.json beside the manifest; returns the statement."""
+    st = statement(out, plan, manifest)
+    tmp = out / f".{NAME}.tmp"
+    tmp.write_text(json.dumps(st, indent=2) + "\n")
+    os.replace(tmp, out / NAME)
+    return st
