@@ -33,17 +33,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Flag combinations and files that are wrong before anything else runs (cheap: a stat or two)."""
+    """Flag combinations and files that are wrong before anything else runs (cheap: a stat or two; the
+    error types are imported only for an error, as the no-op path needs none)."""
+    if args.locked and args.relock:
+        _fail("--locked and --relock contradict each other",
+              "--locked builds what the lock says; --relock chooses again and rewrites the lock")
+    if args.sign is not None and not args.sign.is_file():
+        _fail(f"--sign {args.sign}: no such key file", KEY_HINT)
+    if args.locked and not args.recipe.with_suffix(".lock").is_file():
+        _fail(f"--locked: there is no lock file {args.recipe.with_suffix('.lock')}",
+              f"run `edgebuild run {args.recipe}` once to write it, and commit it")
+
+
+def _fail(message: str, hint: str) -> None:
     from edgebuild.errors import Problem, UserError
 
-    if args.locked and args.relock:
-        raise UserError(Problem("--locked and --relock contradict each other", None,
-                                "--locked builds what the lock says; --relock chooses again and rewrites the lock"))
-    if args.sign is not None and not args.sign.is_file():
-        raise UserError(Problem(f"--sign {args.sign}: no such key file", None, KEY_HINT))
-    if args.locked and not args.recipe.with_suffix(".lock").is_file():
-        raise UserError(Problem(f"--locked: there is no lock file {args.recipe.with_suffix('.lock')}", None,
-                                f"run `edgebuild run {args.recipe}` once to write it, and commit it"))
+    raise UserError(Problem(message, None, hint))
 
 
 KEY_HINT = ("make a key pair with `openssl ecparam -name prime256v1 -genkey -noout -out key.pem` and "
