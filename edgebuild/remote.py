@@ -23,6 +23,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 ENTRY = "entry.json"
 CLAIM_TTL_S = 600.0    # a claim older than this was left by a writer that died mid-upload
+PREFETCH = 4           # downloads at once when a plan's local misses are fetched ahead of the executor
 SHA = re.compile(r"[0-9a-f]{64}")
 PUSH_HINT = "`edgebuild cache push RECIPE --remote URL` uploads a recipe's entries once the remote is back"
 
@@ -55,6 +57,9 @@ class Traffic:
     present: int = 0        # entries another writer had already uploaded (or was uploading)
     rejected: int = 0       # remote entries that failed verification
     unsent: int = 0         # entries not uploaded because the remote was given up
+    fetch_s: float = 0.0    # time in fetch(): lookups, downloads, digest checks (summed over threads)
+    verify_s: float = 0.0   # of which the digest checks
+    wait_s: float = 0.0     # time run waited for the uploads before it exited
 
     def line(self) -> str:
         """`remote: 9 downloaded (3.1 MB), 5 uploaded (1.2 MB)` and what else happened."""
@@ -78,6 +83,9 @@ class Remote:
         self._spent = 0.0
         self._lock = threading.Lock()
         self._probed = False
+        self._probe_done = threading.Event()
+        self._pending: dict[str, Future[int | None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._queue: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
         self._uploader: threading.Thread | None = None
 
@@ -90,11 +98,40 @@ class Remote:
             pass
         return self.failure
 
+    def warm(self) -> None:
+        """Contact the remote on a background thread (the client's setup, the first round trip) while the
+        recipe is planned."""
+        threading.Thread(target=self.check, name="edgebuild-remote-probe", daemon=True).start()
+
     # reading -----------------------------------------------------------------------------------------
+
+    def prefetch(self, keys: list[str], cache: Cache) -> None:
+        """Start fetching every key the plan misses locally, several at once, ahead of the executor: a CI
+        cold start downloads in parallel rather than step after step along the graph."""
+        keys = [k for k in dict.fromkeys(keys) if k not in self._pending]
+        if not keys or self.failure is not None:
+            return
+        self._pool = self._pool or ThreadPoolExecutor(PREFETCH, thread_name_prefix="edgebuild-fetch")
+        for k in keys:
+            self._pending[k] = self._pool.submit(self._fetch, k, cache)
 
     def fetch(self, key: str, cache: Cache) -> int | None:
         """Download a committed entry into the local cache, every file checked against entry.json; the bytes
         fetched, or None when the remote has no usable entry (then the step is built here)."""
+        ahead = self._pending.pop(key, None)
+        if ahead is not None:   # prefetched, or being prefetched: its own calls are bounded by the budget
+            return ahead.result()
+        return self._fetch(key, cache)
+
+    def _fetch(self, key: str, cache: Cache) -> int | None:
+        t0 = time.perf_counter()
+        try:
+            return self._fetch_entry(key, cache)
+        finally:
+            with self._lock:
+                self.traffic.fetch_s += time.perf_counter() - t0
+
+    def _fetch_entry(self, key: str, cache: Cache) -> int | None:
         base = entry_dir(key)
         try:
             raw = self._call(self.store.read, f"{base}/{ENTRY}")
@@ -114,7 +151,10 @@ class Remote:
                 except FileNotFoundError:
                     bad = "is missing"
                 else:
+                    t1 = time.perf_counter()
                     bad = mismatch(dest, info)
+                    with self._lock:
+                        self.traffic.verify_s += time.perf_counter() - t1
                 if bad:
                     self._reject(key, rel, bad)
                     return None
@@ -241,9 +281,14 @@ class Remote:
     def finish(self, used: set[str] | None = None) -> None:
         """Wait for the uploads within what is left of the budget, then log the keys this build used (read-write
         builds only: what `cache gc --remote --older-than` keeps)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._uploader is not None:
             self._queue.put(None)
+            t0 = time.perf_counter()
             self._uploader.join(max(self.timeout_s - self._spent, 0.0))
+            self.traffic.wait_s = time.perf_counter() - t0
+            self._spent += self.traffic.wait_s
             if self._uploader.is_alive():
                 left = self._queue.qsize()
                 self._give_up(f"the uploads did not finish within --remote-timeout {self.timeout_s:g} s",
@@ -269,11 +314,18 @@ class Remote:
         return self._bounded(fn, args, blocking)
 
     def _probe_once(self) -> None:
+        """The first call checks the store (bucket there, credentials taken); the others wait for it."""
         with self._lock:
-            if self._probed:
-                return
-            self._probed = True
-        self._bounded(self.store.probe, (not self.read_only,), True, answers=())
+            first, self._probed = not self._probed, True
+        if not first:
+            self._probe_done.wait(max(self.timeout_s - self._spent, 0.0))
+            if self.failure is not None:
+                raise Gone
+            return
+        try:
+            self._bounded(self.store.probe, (not self.read_only,), True, answers=())
+        finally:
+            self._probe_done.set()
 
     def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], blocking: bool,
                  answers: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError)) -> Any:

@@ -16,8 +16,12 @@ pytestmark = pytest.mark.slow   # a real model built end to end by `python -m ed
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example built from a copy without its lock: `best:` chooses by this build's timings (the committed
+    lock's pinned choice is test_vitals_lock.py's)."""
+    from examplekit import vitals_copy
+
     work = tmp_path_factory.mktemp("vitals")
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(ROOT / "recipes" / "vitals.yaml"),
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(vitals_copy(work)),
                         "--cache", str(work / "cache"), "--out", str(work / "dist")],
                        capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none"))
@@ -89,7 +93,7 @@ def test_no_op_rerun_builds_nothing_and_imports_no_heavy_library(built: Path) ->
     code = ("import sys; from edgebuild.cli import main; rc = main(['run', sys.argv[1], '--cache', sys.argv[2], "
             "'--out', sys.argv[3]]); print('HEAVY', [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'numpy', "
             "'jsonschema', 'yaml') if m in sys.modules], rc)")
-    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "recipes" / "vitals.yaml"), str(built / "cache"),
+    r = subprocess.run([sys.executable, "-c", code, str(built / "recipes" / "vitals.yaml"), str(built / "cache"),
                         str(built / "dist")], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none"))   # as `built` ran
     assert "up to date" in r.stdout and "HEAVY [] 0" in r.stdout, r.stdout + r.stderr
@@ -131,7 +135,7 @@ def test_targets_whose_auto_types_resolve_alike_share_one_build(built: Path) -> 
     nodes = json.loads((built / "dist" / "vitals" / "build-log.json").read_text())["nodes"]
     assert sorted([nodes["qdq@x86-64"]["status"], nodes["qdq@browser-wasm"]["status"]]) == ["built", "cached"]
     assert nodes["qdq@raspberry-pi-5"]["status"] == "built"
-    plan = subprocess.run([sys.executable, "-m", "edgebuild", "plan", str(ROOT / "recipes" / "vitals.yaml"),
+    plan = subprocess.run([sys.executable, "-m", "edgebuild", "plan", str(built / "recipes" / "vitals.yaml"),
                            "--cache", str(built / "cache")], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none"))
     line = next(x for x in plan.stdout.splitlines() if " qdq@x86-64 " in x)

@@ -68,9 +68,12 @@ def _info(args: argparse.Namespace, cache: Any) -> int:
         return 0
     print(f"remote: {url}")
     if last and last.get("url") == url:
+        from dataclasses import fields
+
         from edgebuild.remote import Traffic
 
-        t = Traffic(**last["traffic"])
+        known = {f.name for f in fields(Traffic)}
+        t = Traffic(**{k: v for k, v in last.get("traffic", {}).items() if k in known})
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last["at"]))
         mode = ", read-only" if last.get("read_only") else ""
         print(f"last build ({when}{mode}): {t.line().removeprefix('remote: ')}")

@@ -67,12 +67,15 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     runner = runners.chosen()
     runner.warm_up(() if args.json else ("edgebuild.summary", "rich.console", "rich.table", "rich.text"))
     from edgebuild import fastpath, progress, publish
-    from edgebuild.commands._common import load_plan
+    from edgebuild.commands._common import load_plan, open_remote, remote_url
     from edgebuild.errors import BuildFailed, Problem
     from edgebuild.execute import Executor
+    url = remote_url(args.remote)
+    remote = open_remote(url, args.remote_read_only, args.remote_timeout) if url else None
+    if remote is not None:
+        remote.warm()   # the client's setup and first round trip overlap planning
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
     from edgebuild.cache import CACHE_HINT, make_folder
-    from edgebuild.commands._common import open_remote, remote_url
 
     out = publish.out_dir(plan, args.out)
     make_folder(cache.root, "cache folder", CACHE_HINT)   # an unusable --cache or --out fails now, before any
@@ -80,10 +83,11 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     from edgebuild import lock as lock_mod
 
     lock = lock_mod.Session(args, plan, cache, out)   # --locked: a plan that differs from the lock fails here, first
-    url = remote_url(args.remote)
-    remote = open_remote(url, args.remote_read_only, args.remote_timeout) if url else None
-    if remote is not None and args.remote_required and any(n.status == "run" for n in plan.order()):
+    missing = [n.key for n in plan.order() if n.status == "run" and n.step.id not in args.force]
+    if remote is not None and args.remote_required and missing:
         _required(remote, remote.check())   # fail before building, not after
+    if remote is not None:
+        remote.prefetch(missing, cache)   # downloads in parallel, ahead of the executor
     for w in plan.warnings:
         print(w.render(), file=sys.stderr)
     reporter = progress.make(plan, quiet=args.json)

@@ -368,9 +368,9 @@ LOW_QUANTILE = 25   # percentile of each model's timings that speed decisions co
 
 @dataclass
 class Paired:
-    """Two models timed interleaved, pair by pair: medians, their time ratio, and how noisy it was."""
+    """Two models timed interleaved, pair by pair: each one's time, their ratio, and how noisy it was."""
 
-    a_ms: float
+    a_ms: float     # the lower quartile of a's runs, what the ratio is taken from (`_low_ratio`)
     b_ms: float
     ratio: float    # b's time over a's (below 1: b is faster), from each one's lower quartile (`_low_ratio`)
     noise: float    # relative half-width of the ratio's 95 % interval, resampling the pairs (bootstrap)
@@ -419,7 +419,9 @@ def paired_latency(a: Any, b: Any, feed: dict[str, Any], budget_s: float = 1.0, 
     boot = np.array([_low_ratio(a[i], b[i]) for i in picks])
     lo, hi = np.percentile(boot, [2.5, 97.5])
     noise = float(hi - lo) / 2 / ratio if ratio > 0 else 0.0
-    return Paired(float(np.median(a)), float(np.median(b)), ratio, noise, spread, len(ratios))
+    # the times reported are those the ratio is taken from, so a report never shows the faster model slower
+    qa, qb = (float(np.percentile(x, LOW_QUANTILE)) for x in (a, b))
+    return Paired(qa, qb, ratio, noise, spread, len(ratios))
 
 
 def _low_ratio(a: Any, b: Any) -> float:

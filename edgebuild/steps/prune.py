@@ -108,8 +108,9 @@ def _prune(ctx: RunContext) -> dict[str, Any]:
     kept = _kept_whole(ctx, module, example)
     channels = _channels(module)
     acc_before = _training.accuracy(module, ev)
+    extra: dict[str, Any] = {}
     if p["mode"] == "structured":
-        curve, extra = _structured(ctx, module, example, kept, ft), {}
+        curve = _structured(ctx, module, example, kept, ft)
     else:
         curve, extra = _unstructured(ctx, module, kept, ft)
     after = _training.size(module, example)
@@ -254,6 +255,7 @@ def _gradients(module: Any, ft: _training.TrainingSet | None, seed: int, round_:
     for n, (_, xs, labels) in enumerate(_training.batches(ft, 64, seed, 1000 + round_)):
         if n == batches:
             break
+        assert labels is not None   # check() requires labelled fine_tune data for taylor
         with tool_errors("computing Taylor importance failed", hint=FT_HINT):
             torch.nn.functional.cross_entropy(_first(module(*xs)), labels).backward()
 

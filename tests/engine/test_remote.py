@@ -311,6 +311,7 @@ def test_cache_info_shows_the_remote_and_the_last_builds_traffic(project: Projec
     ("file://relative/path", "absolute path"),
     ("nosuch://bucket/x", "unknown scheme nosuch://"),
     ("https://example.com/cache", "https:// cannot hold a cache"),
+    ("gs://bucket/cache", "gs:// needs a package that is not installed"),   # gcsfs is no dependency of edgebuild's
     (" ", "it is empty"),
 ])
 def test_a_bad_remote_url_is_a_user_error(project: Project, url: str, message: str) -> None:
@@ -326,7 +327,13 @@ def test_a_bad_remote_url_is_a_user_error(project: Project, url: str, message: s
 
 def test_s3_without_s3fs_names_the_extra_to_install(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     project.write(BASIC)
-    monkeypatch.setitem(__import__("sys").modules, "s3fs", None)   # as if s3fs were not installed
+    import importlib
+    import sys
+
+    loaded = importlib.import_module("fsspec.registry")._registry   # the module (fsspec.registry is a mapping)
+    monkeypatch.setitem(sys.modules, "s3fs", None)   # as if s3fs were not installed: its import fails
+    for scheme in ("s3", "s3a"):   # and fsspec has not kept the class from an earlier test's import
+        monkeypatch.delitem(loaded, scheme, raising=False)
     r = project.edgebuild("run", "recipe.yaml", "--remote", "s3://bucket/cache")
     assert r.code == 1
     no_traceback(r)
@@ -479,7 +486,7 @@ def test_the_s3_server_killed_mid_build_costs_one_warning(project: Project, tmp_
     no_traceback(r)
     assert len(warnings(r.err)) == 1 and "unreachable" in warnings(r.err)[0], r.err
     assert sorted(project.ran()) == ["a", "b", "c", "p", "p"]
-    assert len(dist(project, "m1")) == 5   # four artifacts and the manifest
+    assert {"manifest.json", "test-cpu/b.onnx", "test-cpu/p.onnx", "test-gpu/c.onnx", "test-gpu/p.onnx"} <= set(dist(project, "m1"))
 
 
 @pytest.mark.slow

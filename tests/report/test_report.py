@@ -623,8 +623,10 @@ def test_fixture_report_in_chromium(chromium: Path, dist: Path, tmp_path: Path, 
 @pytest.fixture(scope="module")
 def vitals(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch", reason="building the vitals example needs torch")
+    from examplekit import vitals_copy
+
     work = tmp_path_factory.mktemp("vitals-report")
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(ROOT / "recipes" / "vitals.yaml"),
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(vitals_copy(work)),
                         "--cache", str(work / "cache"), "--out", str(work / "dist")],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=work)
     assert r.returncode == 0, r.stderr
