@@ -24,6 +24,7 @@ COMMANDS = {
     "serve": "serve a web bundle locally with the headers multi-threaded WebAssembly needs",
     "verify": "check a published build against its manifest, signatures, release and (--rebuild) a rebuild",
     "sign": "sign a published build's target folders, manifest and provenance with a private key",
+    "worker": "join a Dask cluster as a worker that builds steps for `run --executor dask://HOST:8786`",
 }
 
 

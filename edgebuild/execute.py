@@ -37,6 +37,8 @@ class Outcome:
     started: float = 0.0          # time.perf_counter() when the executor took the node up
     bug: str | None = None        # the worker's traceback when edgebuild's own code raised (exit 2, not a step failure)
     fetched: int | None = None    # bytes downloaded from the remote cache ("cached" from there), None otherwise
+    worker: str | None = None     # the Dask worker that built it (run --executor dask://...), None: this host
+    dispatch_seconds: float = 0.0 # on a cluster: the task's round trip beyond its own work (scheduling, transfer)
 
 
 class Reporter(Protocol):

@@ -2,7 +2,7 @@
 
 Found without importing tensorrt or torch: `nvidia-smi` on desktops and servers, the device tree on
 Jetsons, package metadata for TensorRT. EDGEBUILD_HOST_GPU ("8.7", or "none") and
-EDGEBUILD_HOST_TENSORRT ("10.3", or "none") override detection, for unusual hosts and for tests of
+EDGEBUILD_HOST_TENSORRT ("10.3", or "none") and EDGEBUILD_HOST_MODEL (a board's model string) override detection, for unusual hosts and for tests of
 the routing itself. Also the CPU's hardware class, which a measurement's key takes (EDGEBUILD_HOST_CPU
 names the CPU model instead of /proc/cpuinfo, for tests).
 """
@@ -58,6 +58,19 @@ def _jetson() -> Gpu | None:
         return None
     cap = next((c for key, c in JETSON_SM if key in model.lower()), None)
     return Gpu(model, cap) if cap else None
+
+
+@lru_cache(maxsize=None)
+def device_model() -> str | None:
+    """The board's model string (a Jetson's or a Raspberry Pi's device tree), or None on other hosts;
+    EDGEBUILD_HOST_MODEL names it instead ("none": no board), for tests."""
+    env = os.environ.get("EDGEBUILD_HOST_MODEL")
+    if env is not None:
+        return None if env.lower() in ("", "none") else env
+    try:
+        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00 \n") or None
+    except OSError:
+        return None
 
 
 @lru_cache(maxsize=None)

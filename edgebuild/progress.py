@@ -26,6 +26,8 @@ class PlainReporter:
         extra = f" ({o.seconds:.1f}s)" if o.status == "built" else ""
         if o.fetched is not None:
             extra = f" (from the remote cache: {o.fetched / 1e6:.1f} MB in {o.seconds:.1f}s)"
+        if o.worker:
+            extra += f" on {o.worker}"
         print(f"{o.status:>7}  {node.id}  [{node.step.use}]{extra}", file=sys.stderr, flush=True)
         for note in o.notes:
             print(f"   note: {note}", file=sys.stderr)
@@ -46,6 +48,7 @@ class LiveReporter(PlainReporter):
         self.rows: dict[str, tuple[str, float, float]] = {n.id: ("waiting", 0.0, 0.0) for n in plan.order()}
         self.plan = plan
         self.fetched: set[str] = set()   # nodes downloaded from the remote cache
+        self.workers: dict[str, str] = {}   # nodes built by a Dask worker: which one
         self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False,
                          get_renderable=self._table)
         self.live.start()
@@ -61,6 +64,8 @@ class LiveReporter(PlainReporter):
             when = f"{elapsed:.1f}s" if state in ("running", "built", "failed") else ""
             if nid in self.fetched:
                 when = f"remote {elapsed:.1f}s"
+            if nid in self.workers:
+                when += f" on {self.workers[nid]}"
             t.add_row(f"[{styles[state]}]{state}[/]", nid, f"[dim]{self.plan.nodes[nid].step.use}[/]", when)
         return t
 
@@ -69,6 +74,8 @@ class LiveReporter(PlainReporter):
 
     def finished(self, node: Node, o: Outcome) -> None:
         self.rows[node.id] = (o.status, 0.0, o.seconds)
+        if o.worker:
+            self.workers[node.id] = o.worker
         if o.fetched is not None:
             self.fetched.add(node.id)
         for note in o.notes:

@@ -196,7 +196,8 @@ def write_build_log(out: Path, plan: Plan, outcomes: dict[str, Outcome], t0: flo
     from edgebuild.measure import host_cpu
     log = {"host": host_cpu(), "python": platform.python_version(), "total_s": round(time.perf_counter() - t0, 3),
            "nodes": {nid: {"status": o.status, "started_s": round(max(o.started - t0, 0.0), 3) if o.started else None,
-                           "seconds": round(o.seconds, 3), "work_seconds": round(o.work_seconds, 3)}
+                           "seconds": round(o.seconds, 3), "work_seconds": round(o.work_seconds, 3),
+                           **({"worker": o.worker, "dispatch_seconds": round(o.dispatch_seconds, 4)} if o.worker else {})}
                      for nid, o in outcomes.items()}}
     _write_json(out / "build-log.json", log)
 

@@ -303,6 +303,33 @@ class Remote:
             except Gone:
                 pass
 
+    # source files by content: the Dask executor's workers rebuild a recipe's folder from them -------------
+
+    def put_source(self, local: Path, sha: str) -> None:
+        """Upload a recipe's source file as sources/<sha[:2]>/<sha> unless it is there (a small marker written
+        after the file says so; no large file is read back to find out). Raises Gone when the remote fails."""
+        base = f"sources/{sha[:2]}/{sha}"
+        if self._exists(f"{base}.json"):
+            return
+        self._call(self.store.put, local, base)
+        self._call(self.store.write, f"{base}.json", json.dumps({"size": local.stat().st_size}).encode())
+
+    def get_source(self, sha: str, dest: Path) -> bool:
+        """Download a source file by its digest, checked; False when the remote has no such file."""
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            self._call(self.store.get, f"sources/{sha[:2]}/{sha}", tmp)
+            from edgebuild.digest import sha256_file
+
+            if sha256_file(tmp) != sha:
+                return False
+            os.replace(tmp, dest)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
     # every call ----------------------------------------------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any, blocking: bool = True) -> Any:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine (run from the repository root):
 # the package with its torch and test extras in .venv (the test extra brings moto's S3 server and s3fs for
-# the remote-cache tests), TensorRT's type stubs in .stubs/ (for mypy only:
+# the remote-cache tests, and Dask's distributed for the cluster tests), TensorRT's type stubs in .stubs/ (for mypy only:
 # installed into the venv they would shadow a missing TensorRT), and Chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."

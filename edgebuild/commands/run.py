@@ -26,7 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 1) when an artifact is deferred because this host cannot build it")
     add_remote_args(p)
+    p.add_argument("--executor", metavar="URL", default=None,
+                   help="build the steps on a Dask cluster: dask://HOST:8786 (default: $EDGEBUILD_EXECUTOR, else this "
+                        "machine); needs --remote, a cache every worker can reach")
+    p.add_argument("--wait", type=_wait_seconds, default=0.0, metavar="S",
+                   help="with --executor: wait up to S seconds for a worker that can build a step before deferring it")
+    p.add_argument("--executor-timeout", type=_wait_seconds, default=10.0, metavar="S",
+                   help="with --executor: give up reaching the scheduler after S seconds (default: 10)")
     _trust.add_arguments(p)
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds: give a number of 0 or more, such as 60")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     args.out = args.out or Path("dist")
     record = fastpath.record_path(root, args.recipe, args.out, args.target)
     _trust.check(args)
+    args.scheduler = _scheduler(args)
     if not args.force and not _trust.forces_build(args):
         rec = fastpath.up_to_date(record)   # it watches the lock: unchanged since a build that wrote or checked it
         if rec is not None and not (args.strict and rec["summary"].get("deferred")):
@@ -44,6 +62,29 @@ def run(args: argparse.Namespace) -> int:
             _trust.after_noop(args, rec["summary"]["manifest"])
             return code
     return _build(args, root, record, t0)
+
+
+def _scheduler(args: argparse.Namespace) -> str | None:
+    """--executor (or $EDGEBUILD_EXECUTOR) as a scheduler address; checked before anything else, as is the remote
+    cache it needs (the workers' only way to share inputs and outputs)."""
+    text = args.executor if args.executor is not None else os.environ.get("EDGEBUILD_EXECUTOR", "")
+    if not text.strip():
+        return None
+    from edgebuild import cluster
+    from edgebuild.commands._common import remote_url
+    from edgebuild.errors import Problem, UserError
+
+    address = cluster.parse_executor(text)
+    if address is not None and remote_url(args.remote) is None:
+        raise UserError(Problem(f"--executor {text.strip()} needs a remote cache that every worker can reach: "
+                                "workers take their inputs from it and leave their outputs there", None,
+                                "add --remote s3://bucket/prefix (or set EDGEBUILD_REMOTE); the workers need its "
+                                "credentials too"))
+    if address is not None and args.remote_read_only:
+        raise UserError(Problem(f"--executor {text.strip()} cannot be used with --remote-read-only: the workers' "
+                                "outputs come back through the remote cache", None,
+                                "leave out --remote-read-only, or --executor to build here"))
+    return address
 
 
 def _print_noop(rec: dict[str, Any], as_json: bool, seconds: float) -> int:
@@ -65,7 +106,20 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     # the runner gets ready while the recipe is planned (the workers' fork server loads its libraries); the
     # end-of-build table's modules are imported after that, while the main thread only waits for steps
     runner = runners.chosen()
+    cluster = None
+    if args.scheduler is not None:   # connecting (importing distributed, the handshake) overlaps planning
+        from edgebuild.cluster import Cluster
+
+        cluster = Cluster(args.scheduler, args.executor_timeout)
     runner.warm_up(() if args.json else ("edgebuild.summary", "rich.console", "rich.table", "rich.text"))
+    try:
+        return _build_with(args, root, record, t0, runner, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, runner: Any, cluster: Any) -> int:
     from edgebuild import fastpath, progress, publish
     from edgebuild.commands._common import load_plan, open_remote, remote_url
     from edgebuild.errors import BuildFailed, Problem
@@ -75,6 +129,11 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     if remote is not None:
         remote.warm()   # the client's setup and first round trip overlap planning
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
+    if cluster is not None:
+        from edgebuild import cluster as cluster_mod
+
+        cluster.ready()
+        cluster_mod.route(plan, cluster, args.wait)   # deferral by what the connected workers offer
     from edgebuild.cache import CACHE_HINT, make_folder
 
     out = publish.out_dir(plan, args.out)
@@ -86,13 +145,16 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
     missing = [n.key for n in plan.order() if n.status == "run" and n.step.id not in args.force]
     if remote is not None and args.remote_required and missing:
         _required(remote, remote.check())   # fail before building, not after
+    executor: Any = Executor
+    if cluster is not None:
+        executor = _on_cluster(cluster, plan, cache, remote, args.remote_timeout)
     if remote is not None:
         remote.prefetch(missing, cache)   # downloads in parallel, ahead of the executor
     for w in plan.warnings:
         print(w.render(), file=sys.stderr)
     reporter = progress.make(plan, quiet=args.json)
     try:
-        outcomes = Executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force), runner, remote).run()
+        outcomes = executor(plan, cache, reporter, args.jobs, args.keep_going, set(args.force), runner, remote).run()
     finally:
         reporter.close()
     bug = next((o for o in outcomes.values() if o.bug), None)
@@ -152,6 +214,28 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
         if traffic:
             print(traffic)
     return 0
+
+
+def _on_cluster(cluster: Any, plan: Any, cache: Any, remote: Any, timeout_s: float) -> Any:
+    """The cluster's executor, once the recipe's source files are on the remote cache for the workers (a remote
+    that cannot be used ends the build here: the workers would have nothing to build from)."""
+    import functools
+
+    from edgebuild import cluster as cluster_mod
+    from edgebuild.cluster_executor import ClusterExecutor
+    from edgebuild.remote import Gone
+
+    _required(remote, remote.check())
+    try:
+        sources = cluster_mod.upload_sources(plan, remote, cache.stats)
+    except Gone:
+        sources = {}
+    _required(remote, remote.failure)
+    workers = cluster.workers()
+    link = cluster.dashboard()
+    print(f"dask: {len(workers)} worker(s) at {cluster.address}" + (f"; dashboard: {link}" if link else ""),
+          file=sys.stderr, flush=True)
+    return functools.partial(ClusterExecutor, cluster=cluster, sources=sources, timeout_s=timeout_s)
 
 
 def _finish_remote(remote: Any, plan: Any, outcomes: dict[str, Any], root: Path) -> str:

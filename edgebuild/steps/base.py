@@ -215,6 +215,14 @@ class StepKind:
         """Why this host cannot run the step for `target` (the node is then deferred), or None when it can."""
         return None
 
+    @classmethod
+    def resources(cls, params: dict[str, Any], target: Any) -> dict[str, float]:
+        """What a host must offer to run the step for `target`, as Dask resources (`cuda-sm87`, `tensorrt-10.3`,
+        `device-<profile>`): on a cluster (`run --executor dask://...`) the node runs only on a worker that
+        advertises them all (`edgebuild worker`), and is deferred when none is connected. Empty: any worker.
+        Keep it in step with deferral(), which answers the same question for this host."""
+        return {}
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
         """Do the work; write outputs under ctx.out_dir; return deterministic facts for the manifest."""
         raise NotImplementedError

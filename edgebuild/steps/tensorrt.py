@@ -18,7 +18,6 @@ timing cache, build_serialized_network) and type-checked with the tensorrt-stubs
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebuild.steps.base import ONNX, TENSORRT, RunContext, StepError, StepKind
@@ -89,6 +88,13 @@ class TensorRT(StepKind):
 
         acc = target.data.get("accelerator") or {}
         return hostinfo.tensorrt_mismatch(acc.get("compute_capability"), target.runtime("tensorrt"))
+
+    @classmethod
+    def resources(cls, params: dict[str, Any], target: Any) -> dict[str, float]:
+        """The GPU (SM) and TensorRT release of the target: the same facts deferral() checks on this host."""
+        cc = (target.data.get("accelerator") or {}).get("compute_capability")
+        trt = target.runtime("tensorrt")
+        return {**({f"cuda-sm{str(cc).replace('.', '')}": 1.0} if cc else {}), **({f"tensorrt-{trt}": 1.0} if trt else {})}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         try:
