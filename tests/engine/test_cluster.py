@@ -1,0 +1,234 @@
+"""Builds across machines on Dask, for real: a `dask scheduler` process and `edgebuild worker` processes on
+127.0.0.1, sharing moto's S3 server as the remote cache; each worker has its own cache folder, as a machine
+would. The client is `python -m edgebuild run --executor dask://...`. Every process is stopped by the fixture
+or test that started it, also when the test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import daskkit
+import pytest
+import s3kit
+from enginekit import Project
+
+pytestmark = pytest.mark.slow
+
+RECIPE = """
+    edgebuild: 1
+    name: tiny
+    model:
+      onnx: tiny.onnx
+    targets: [cpu.yaml, gpu.yaml{extra}]
+    steps:
+      a: {{use: fake-where, with: {{tag: A}}}}
+      b: {{use: fake-where, from: a, with: {{tag: B, sleep: {sleep}}}}}
+      g: {{use: fake-gpu, from: a}}
+    ship:
+      test-cpu: [b]
+      test-gpu: [b, g]{ship}
+"""
+XAVIER = "name: test-xavier\n" + (Path(__file__).parent / "targets" / "test-gpu.yaml").read_text() \
+    .replace("name: test-gpu\n", "").replace('compute_capability: "8.7"', 'compute_capability: "7.2"')
+CLIENT_S = 240   # no build here takes a tenth of it; a hung client fails the test instead of the suite
+
+
+def recipe(sleep: float = 0, xavier: bool = False) -> str:
+    return RECIPE.format(sleep=sleep, extra=", xavier.yaml" if xavier else "",
+                         ship="\n      test-xavier: [g]" if xavier else "")
+
+
+class Cluster:
+    """The S3 server, a scheduler and workers; stop() ends them all."""
+
+    def __init__(self, folder: Path, *workers: tuple[str, ...]):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.s3 = s3kit.ThreadedServer()
+        self.env = dict(os.environ, **s3kit.aws_env(self.s3.endpoint))
+        self.procs: list[daskkit.Proc] = []
+        self.workers: dict[str, daskkit.Worker] = {}
+        try:
+            self.scheduler = daskkit.Scheduler(folder)
+            self.procs.append(self.scheduler)
+            for name, *extra in workers:
+                self.add(name, *extra)
+        except BaseException:
+            self.stop()
+            raise
+
+    def add(self, name: str, *extra: str) -> daskkit.Worker:
+        w = daskkit.Worker(self.scheduler, name, self.folder, daskkit.worker_env(self.env, self.folder / "runs.log"),
+                           *extra)
+        self.procs.append(w)
+        self.workers[name] = w
+        return w
+
+    @property
+    def executor(self) -> str:
+        return self.scheduler.address.replace("tcp://", "dask://")
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.kill()
+        self.s3.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two workers: one plain, one advertising the GPU that the `fake-gpu` step needs for test-gpu."""
+    c = Cluster(tmp_path_factory.mktemp("cluster"), ("plain",), ("gpu", "--resources", "cuda-sm87=1"))
+    yield c
+    c.stop()
+
+
+def client_env(p: Project, c: Cluster, **extra: str) -> dict[str, str]:
+    env = p.env(dict(s3kit.aws_env(c.s3.endpoint), EDGEBUILD_STEP_MODULES="fakesteps,clustersteps",
+                     EDGEBUILD_TEST_RUNS=str(c.folder / "runs.log"), **extra))
+    return env
+
+
+def run(p: Project, c: Cluster, bucket: str, *args: str, machine: str = "laptop") -> subprocess.CompletedProcess[str]:
+    """`edgebuild run` on the cluster from one "machine" (its own cache and output folder)."""
+    return subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
+                           "--remote", f"s3://{bucket}/cache", "--cache", f"{machine}/cache", "--out", f"{machine}/dist",
+                           *args], cwd=p.root, env=client_env(p, c), capture_output=True, text=True, timeout=CLIENT_S)
+
+
+def ran(c: Cluster) -> list[tuple[str, str]]:
+    """(step, worker) of every step run since the last call."""
+    log = c.folder / "runs.log"
+    if not log.exists():
+        return []
+    lines = [tuple(x.split()) for x in log.read_text().splitlines() if x.strip()]
+    log.unlink()
+    return sorted(lines)  # type: ignore[arg-type]
+
+
+def dist(p: Project, machine: str) -> dict[str, bytes]:
+    root = p.root / machine / "dist" / "tiny"
+    return {f.relative_to(root).as_posix(): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+            and f.name not in ("build-log.json", "manifest.json", "provenance.json")}
+
+
+def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
+def test_a_gpu_step_runs_only_on_the_worker_that_has_the_gpu(project: Project, shared: Cluster) -> None:
+    project.write(recipe())
+    bucket = s3kit.make_bucket(shared.s3.endpoint)
+    ran(shared)
+    r = run(project, shared, bucket)
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    steps = ran(shared)
+    assert ("g", "gpu") in steps and [s for s in steps if s[0] == "g"] == [("g", "gpu")]
+    assert sorted(s for s, _ in steps) == ["a", "b", "g"]   # b serves both targets: one build
+    assert f"dask: 2 worker(s) at {shared.scheduler.address}" in r.stderr
+    assert "g@test-gpu  [fake-gpu]" in r.stderr and "on " in r.stderr and "(gpu)" in r.stderr
+    manifest = json.loads((project.root / "laptop" / "dist" / "tiny" / "manifest.json").read_text())
+    assert manifest["steps"]["g@test-gpu"]["facts"]["built_on"]   # the host that built it
+    assert "deferred" not in manifest["targets"]["test-gpu"]
+    log = json.loads((project.root / "laptop" / "dist" / "tiny" / "build-log.json").read_text())
+    assert log["nodes"]["g@test-gpu"]["worker"].endswith("(gpu)")
+    # another machine without the executor, sharing the remote: nothing runs, the same bytes (but the GPU step,
+    # which a host without the GPU defers as before)
+    r2 = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--remote", f"s3://{bucket}/cache",
+                         "--cache", "ci/cache", "--out", "ci/dist"], cwd=project.root, env=client_env(project, shared),
+                        capture_output=True, text=True, timeout=CLIENT_S)
+    assert r2.returncode == 0, r2.stderr
+    assert ran(shared) == []
+    laptop = dist(project, "laptop")
+    assert "test-gpu/g.onnx" in laptop
+    assert dist(project, "ci") == {k: v for k, v in laptop.items() if k != "test-gpu/g.onnx"}
+    assert "2 downloaded" in r2.stdout
+
+
+def test_a_step_no_worker_can_take_is_deferred_with_the_worker_command(project: Project, shared: Cluster) -> None:
+    (project.root / "xavier.yaml").write_text(XAVIER)
+    project.write(recipe(xavier=True))
+    bucket = s3kit.make_bucket(shared.s3.endpoint)
+    ran(shared)
+    r = run(project, shared, bucket)
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    manifest = json.loads((project.root / "laptop" / "dist" / "tiny" / "manifest.json").read_text())
+    assert [a["path"] for a in manifest["targets"]["test-gpu"]["artifacts"]] == ["test-gpu/b.onnx", "test-gpu/g.onnx"]
+    [deferred] = manifest["targets"]["test-xavier"]["deferred"]
+    assert deferred["step"] == "g" and "cuda-sm72" in deferred["reason"]
+    assert ("warning: test-xavier: g (onnx) was not built here: needs cuda-sm72: none of the 2 worker(s) connected "
+            f"to {shared.scheduler.address} offers cuda-sm72; on a host that has it, run "
+            f"`edgebuild worker {shared.scheduler.address} --resources cuda-sm72=1`") in r.stderr
+    strict = run(project, shared, bucket, "--strict")
+    assert strict.returncode == 1 and "cuda-sm72" in strict.stderr
+
+
+def test_a_worker_killed_mid_step_is_replaced_by_another(project: Project, tmp_path: Path) -> None:
+    project.write(recipe(sleep=6))
+    c = Cluster(tmp_path / "c", ("w1",), ("w2",))
+    try:
+        bucket = s3kit.make_bucket(c.s3.endpoint)
+        client = subprocess.Popen([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
+                                   "--remote", f"s3://{bucket}/cache"], cwd=project.root, env=client_env(project, c),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + CLIENT_S
+            started = []
+            while not started and time.monotonic() < deadline and client.poll() is None:
+                time.sleep(0.1)
+                log = c.folder / "runs.log"
+                started = [x.split()[1] for x in (log.read_text().splitlines() if log.exists() else []) if x.startswith("b ")]
+            assert started, "step b never started"
+            c.workers[started[0]].kill()   # the machine dies, its step with it
+            out, err = client.communicate(timeout=CLIENT_S)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        assert client.returncode == 0, err
+        assert "Traceback" not in err
+        runs = [tuple(x.split()) for x in (c.folder / "runs.log").read_text().splitlines()]
+        b_runs = [w for s, w in runs if s == "b"]
+        assert b_runs[0] == started[0] and b_runs[-1] != started[0] and len(b_runs) == 2
+        assert (project.root / "dist" / "tiny" / "test-cpu" / "b.onnx").is_file()
+    finally:
+        c.stop()
+
+
+def test_the_scheduler_killed_mid_build_is_exit_1_and_finished_work_is_kept(project: Project, tmp_path: Path) -> None:
+    project.write(recipe(sleep=30))
+    c = Cluster(tmp_path / "c", ("w1",))
+    try:
+        bucket = s3kit.make_bucket(c.s3.endpoint)
+        client = subprocess.Popen([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
+                                   "--remote", f"s3://{bucket}/cache", "--cache", "laptop/cache"], cwd=project.root,
+                                  env=client_env(project, c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + CLIENT_S
+            log = c.folder / "runs.log"
+            while time.monotonic() < deadline and client.poll() is None and \
+                    not (log.exists() and any(x.startswith("b ") for x in log.read_text().splitlines())):
+                time.sleep(0.1)
+            c.scheduler.kill()
+            out, err = client.communicate(timeout=CLIENT_S)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        assert client.returncode == 1, err
+        assert "Traceback" not in err and "internal error" not in err, err
+        assert f"the Dask scheduler at {c.scheduler.address} went away" in err
+        objects = s3kit.objects(c.s3.endpoint, bucket)
+        committed = {k.split("/")[3] for k in objects if k.endswith("/entry.json")}
+        assert len(committed) >= 1   # step a, finished before the scheduler went, is on the remote
+        local = list((project.root / "laptop" / "cache" / "objects").glob("*/*/entry.json"))
+        assert {e.parent.name for e in local} <= committed and local
+    finally:
+        c.stop()
