@@ -232,3 +232,36 @@ def test_the_scheduler_killed_mid_build_is_exit_1_and_finished_work_is_kept(proj
         assert {e.parent.name for e in local} <= committed and local
     finally:
         c.stop()
+
+
+def test_vitals_built_on_the_cluster_publishes_the_bytes_of_a_local_build(tmp_path: Path, shared: Cluster) -> None:
+    from examplekit import vitals_copy
+
+    recipe_path = vitals_copy(tmp_path)
+    env = dict(os.environ, EDGEBUILD_HOST_GPU="none", EDGEBUILD_HOST_TENSORRT="none")
+    env.pop("EDGEBUILD_CACHE", None)
+
+    def build(machine: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edgebuild", "run", str(recipe_path), "--cache", f"{machine}/cache",
+                               "--out", f"{machine}/dist", *extra], cwd=tmp_path, env=dict(env, **s3kit.aws_env(
+                                   shared.s3.endpoint)), capture_output=True, text=True, timeout=CLIENT_S * 2)
+
+    local = build("local")
+    assert local.returncode == 0, local.stderr
+    bucket = s3kit.make_bucket(shared.s3.endpoint)
+    r = build("laptop", "--executor", shared.executor, "--remote", f"s3://{bucket}/cache")
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    assert " on " in r.stderr and ("(plain)" in r.stderr or "(gpu)" in r.stderr)   # steps built by the workers
+
+    def files(machine: str) -> dict[str, bytes]:
+        root = tmp_path / machine / "dist" / "vitals"
+        return {f.relative_to(root).as_posix(): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+                and f.name not in ("build-log.json", "manifest.json", "provenance.json", "report.html")}
+
+    here, there = files("local"), files("laptop")
+    assert here.keys() == there.keys() and len(here) > 5
+    assert [k for k in here if here[k] != there[k]] == []
+    m = json.loads((tmp_path / "laptop" / "dist" / "vitals" / "manifest.json").read_text())
+    built_on = {nid: s["facts"].get("built_on") for nid, s in m["steps"].items()}
+    assert all(built_on.values()), built_on
