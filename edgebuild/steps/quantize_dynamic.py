@@ -28,7 +28,7 @@ DYNAMIC_OPS = ["Attention", "Conv", "EmbedLayerNormalization", "Gather", "Gemm",
 
 class QuantizeDynamic(StepKind):
     name = "quantize-dynamic"
-    version = 3
+    version = 4
     summary = "Quantize weights to int8 ahead of time and activations at run time (no calibration data needed)."
     params = {
         "weight_type": {"enum": ["int8", "uint8", "auto"], "default": "int8",

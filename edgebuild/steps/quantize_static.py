@@ -50,7 +50,7 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 class QuantizeStatic(StepKind):
     name = "quantize-static"
-    version = 5
+    version = 6
     summary = "Quantize weights and activations to int8, calibrating activation ranges on a dataset."
     params = {
         "data": {"type": "string", "description": "Recipe dataset (under `data:`) to calibrate on."},

@@ -359,7 +359,13 @@ def test_yolo_head_accuracy_search_tries_the_weighted_op_set(kit, tmp_path: Path
     assert first["op_types"] == "all" and not first["meets"]
     assert second["op_types"] == "weighted" and second["meets"] and second["excluded"] == 0
     assert facts["op_types"] == "weighted" and acc["fp32_nodes"] == []
-    assert {"method", "per_channel", "excluded", "metric", "ms"} <= set(acc["search"][0])
+    assert {"method", "per_channel", "excluded", "metric", "simulated", "kernels", "ms"} <= set(acc["search"][0])
+    # each candidate scored simulated and on this host's int8 kernels: it meets the goal only when both do, and
+    # its metric is the worse of the two
+    for c in acc["search"]:
+        assert c["metric"] == min(c["simulated"], c["kernels"])
+        assert c["meets"] == (c["simulated"] >= 0.9 and c["kernels"] >= 0.9)
+    assert min(acc["simulated"], acc["kernels"]) >= 0.9 and acc["kernels_host"]["cpu"]
     # timed interleaved with FP32, pair by pair, and the facts say how noisy that was
     assert set(acc["latency_ms"]) == {"fp32", "quantized", "speedup", "pairs", "noise", "spread"} and acc["threads"] >= 1
     assert acc["latency_ms"]["pairs"] >= 20 and acc["latency_ms"]["noise"] >= 0
