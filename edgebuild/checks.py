@@ -65,7 +65,8 @@ def measure_params(r: Any, target: Any) -> dict[str, Any]:
     # never more threads than this host has cores: oversubscribed timings say nothing about the device
     return {"threads": min(target.threads, os.cpu_count() or 1), "warmup": lat.get("warmup", 10), "runs": lat.get("runs", 100),
             "fidelity_data": fid.get("data") or acc.get("data"), "fidelity_samples": fid.get("samples"),
-            "fidelity_metric": fid.get("metric"), "accuracy_data": acc.get("data")}
+            "fidelity_metric": fid.get("metric"), "accuracy_data": acc.get("data"),
+            **({"where": "device"} if lat.get("where") == "device" else {})}
 
 
 @dataclass

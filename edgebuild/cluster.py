@@ -174,7 +174,9 @@ class Cluster:
 
             from distributed import Client
 
-            logging.getLogger("distributed").setLevel(logging.ERROR)   # its reconnect chatter is not the user's
+            for name in ["distributed", *logging.root.manager.loggerDict]:   # its reconnect errors and tracebacks:
+                if name.split(".")[0] in ("distributed", "tornado"):          # the outcome of each step says it
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
             self.client = Client(self.address, timeout=self.timeout_s, set_as_default=False,
                                  name=f"edgebuild-{socket.gethostname()}-{os.getpid()}")
         except BaseException as exc:   # handed to the main thread by ready()
@@ -224,17 +226,76 @@ def _takes_n_workers(client: Any) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def route(plan: Plan, cluster: Cluster, wait_s: float) -> None:
+def route(plan: Plan, cluster: Cluster, wait_s: float, cache: Any) -> dict[str, list[str]]:
     """Decide deferral by the cluster instead of this host: a node whose kind asks for resources runs where a
     connected worker offers them all, and is deferred (with what is missing and the worker command) when none
-    does, after waiting up to `wait_s` for one to connect. A node asking for nothing is deferred as before."""
+    does, after waiting up to `wait_s` for one to connect. A node asking for nothing is deferred as before.
+    Measurements on the device go to the device's workers: {node id: the workers it may run on}."""
     deadline = time.monotonic() + wait_s
     while True:
         workers = cluster.workers()
         missing = _mark(plan, workers, cluster.address)
         if not missing or time.monotonic() >= deadline:
-            return
+            break
         time.sleep(min(0.5, max(deadline - time.monotonic(), 0.0)))
+    return _on_devices(plan, workers, cluster, cache)
+
+
+def _device_nodes(plan: Plan) -> list[Node]:
+    return [n for n in plan.order() if n.step.kind.host_specific and n.step.params.get("where") == "device"
+            and n.target is not None and not n.deferred]
+
+
+def _on_devices(plan: Plan, workers: dict[str, dict[str, Any]], cluster: Cluster, cache: Any) -> dict[str, list[str]]:
+    """A measurement on the device takes the device's hardware class into its key (and its cores into its thread
+    count), so its entry is never mistaken for another host's; with no device connected it is measured here,
+    with a warning."""
+    from edgebuild.digest import sha256_json
+
+    pins: dict[str, list[str]] = {}
+    nodes = _device_nodes(plan)
+    if nodes:   # run the host-class probe once per eligible worker, not per node
+        eligible = sorted({a for n in nodes for a, w in workers.items()
+                           if all(w["resources"].get(r, 0) >= v for r, v in needs(n).items())})
+        classes = cluster.client.run(_cpu_class, workers=eligible) if eligible else {}
+    for n in nodes:
+        want = needs(n)
+        able = sorted(a for a, w in workers.items() if all(w["resources"].get(r, 0) >= v for r, v in want.items()))
+        if not able:
+            plan.warnings.append(_here_warning(plan, n, f"no worker connected to {cluster.address} advertises "
+                                               f"{', '.join(want)}; run `{worker_command(cluster.address, [])}` "
+                                               "on the device"))
+            continue
+        host = classes[able[0]]
+        pins[n.id] = [a for a in able if classes.get(a) == host]
+        assert n.target is not None
+        n.step.params["threads"] = min(n.target.threads, int(host.get("cores") or 1))
+        # the device's name too: on a host of the same class, a fallback measurement is not the device's
+        n.material = dict(n.material, params=n.step.params, host=host, device=n.target.name)
+        n.key = sha256_json(n.material)
+        n.status, n.reasons = ("cached", []) if cache.has(n.key) else ("run", ["measured on the device"])
+    return pins
+
+
+def _cpu_class() -> dict[str, Any]:
+    """Run on a worker by Client.run: its hardware class, as a measurement's key takes it."""
+    from edgebuild import hostinfo
+
+    return hostinfo.cpu_class()
+
+
+def measured_here(plan: Plan) -> None:
+    """Without a cluster, `on: device` measurements are taken on this host: say so."""
+    for n in _device_nodes(plan):
+        plan.warnings.append(_here_warning(plan, n, "no Dask cluster is used (run --executor dask://HOST:8786)"))
+
+
+def _here_warning(plan: Plan, n: Node, why: str) -> Problem:
+    assert n.target is not None
+    return Problem(f"{n.id}: checks.latency.where is device, but {n.target.name} is measured on this host: {why}",
+                   plan.recipe.doc.at(("checks", "latency", "where")),
+                   "start `edgebuild worker tcp://SCHEDULER:8786` on the device; it advertises device-<profile> when "
+                   "it recognises the board (or give it --resources device-<target>=1)", "warning")
 
 
 def _mark(plan: Plan, workers: dict[str, dict[str, Any]], address: str) -> int:
@@ -245,6 +306,8 @@ def _mark(plan: Plan, workers: dict[str, dict[str, Any]], address: str) -> int:
         want = needs(n)
         if up is not None and up.deferred:
             n.deferred = f"its input {up.id} is deferred ({up.deferred})"
+        elif want and n.step.kind.host_specific:   # a measurement on the device: without one, measured here
+            n.deferred = None
         elif want:
             n.deferred = _unmet(want, offers, address, len(workers))
             missing += n.deferred is not None

@@ -22,19 +22,21 @@ class ClusterExecutor(Executor):
     worker: the entry comes back through the remote cache. Host-specific nodes (timing measurements, whose key
     takes this host's hardware class) are still measured here."""
 
-    def __init__(self, *args: Any, cluster: Cluster, sources: dict[str, Any], timeout_s: float, **kw: Any):
-        super().__init__(*args, **kw)
-        self.cluster, self.sources, self.timeout_s = cluster, sources, timeout_s
-        self.jobs = max(self.jobs, CLIENT_THREADS)
+    def __init__(self, plan: Any, cache: Any, reporter: Any, jobs: int = 0, *args: Any, cluster: Cluster,
+                 sources: dict[str, Any], timeout_s: float, pins: dict[str, list[str]], **kw: Any):
+        # --jobs left out: as many nodes in flight as the cluster may take, not this host's cores
+        super().__init__(plan, cache, reporter, jobs or CLIENT_THREADS, *args, **kw)
+        self.cluster, self.sources, self.timeout_s, self.pins = cluster, sources, timeout_s, pins
 
     def _build(self, node: Node) -> Outcome:
-        if node.step.kind.host_specific and not needs(node):
+        if node.step.kind.host_specific and node.id not in self.pins:
             return super()._build(node)   # a measurement of this host
         assert self.remote is not None
         spec = self._spec(node)
         t0 = time.perf_counter()
         try:
-            fut = self.cluster.client.submit(_task, spec, key=node.key, resources=needs(node) or None, pure=False)
+            fut = self.cluster.client.submit(_task, spec, key=node.key, resources=needs(node) or None, pure=False,
+                                             workers=self.pins.get(node.id), allow_other_workers=False)
             result = fut.result()
             fut.release()
         except Exception as exc:   # noqa: BLE001 - every way a task ends without a result is reported below

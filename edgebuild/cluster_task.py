@@ -15,13 +15,14 @@ import os
 import shutil
 import socket
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 CACHE_ENV = "EDGEBUILD_WORKER_CACHE"
 _RUNNER: Any = None
 _RUNNER_LOCK = threading.Lock()
-_STORES: dict[str, Any] = {}
+_STORES: dict[tuple[str, float], Any] = {}   # remote URL and budget -> its Remote
 
 
 def cache_root() -> Path:
@@ -62,15 +63,29 @@ def where() -> str:
 
 def build(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one node here; {"ok", "info" or "message"/"hint"/"log", "worker", "seconds"}."""
+    from edgebuild.remote import Gone
+
+    me = where()
+    remote = _remote(spec)
+    try:
+        return _build(spec, remote, me)
+    except Gone:
+        return _failed(me, f"the remote cache {spec['remote']} failed on this worker: {remote.failure}",
+                       "every worker needs the remote's credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID...) and a route to it")
+
+
+def _build(spec: dict[str, Any], remote: Any, me: str) -> dict[str, Any]:
     from edgebuild.cache import Cache
 
     cache = Cache(cache_root())
-    remote = _remote(spec)
     key = spec["key"]
-    me = where()
-    if not spec["force"] and (cache.has(key) or remote.fetch(key, cache) is not None):
-        if not _on_remote(remote, key):   # built here for a client that could not take it: offer it again
-            remote.upload(key, cache.entry(key))
+    other = _other_code(spec, cache)
+    if other:   # its output would be filed under a key that does not describe it
+        return _failed(me, f"this worker cannot build {spec['node']} under the client's key: {other}",
+                       "install the same edgebuild and tool versions on the client and every worker")
+    # the client asked the remote just before submitting: a miss there is a miss; one in this worker's own cache
+    # (built for a client that went away before taking it) is offered again
+    if not spec["force"] and cache.has(key) and (remote.upload(key, cache.entry(key)) or _on_remote(remote, key)):
         return {"ok": True, "worker": me, "present": True, "seconds": 0.0, "log": ""}
     with cache.lock(key):
         for k in [spec["input_key"], *spec["ref_keys"].values()]:
@@ -86,15 +101,64 @@ def build(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+_CODE: dict[tuple[str, bool], str] = {}
+
+
+def _other_code(spec: dict[str, Any], cache: Any) -> str | None:
+    """What differs between the code and tools the client keyed this node with and this worker's (a worker on
+    another edgebuild or onnxruntime version), or None. A tool the client does not have (TensorRT, on a laptop)
+    cannot be compared: the worker's is used."""
+    import sys
+
+    from edgebuild import plan
+    from edgebuild.digest import StatCache
+    from edgebuild.steps import kinds
+
+    material = spec["material"]
+    for dist, want in sorted(material["tools"].items()):
+        have = plan.tool_version(dist)
+        if want != "not installed" and have != want:
+            return f"{dist} {have} here, {want} on the client"
+    job = spec["job"]
+    reads_source = "onnx" in job["source"] and (spec["input_key"] is None or bool(job.get("kind_ref")))
+    name = (job.get("kind_ref") or spec["use"], reads_source)
+    if name not in _CODE:
+        if job.get("kind_ref"):
+            import importlib
+
+            module, _, cls = job["kind_ref"].partition(":")
+            kind = getattr(importlib.import_module(module), cls)
+        else:
+            kind = kinds()[spec["use"]]
+        modules = [Path(sys.modules[kind.__module__].__file__ or "")]
+        if reads_source:
+            modules.append(plan.PACKAGE / "steps" / "_source.py")
+        _CODE[name] = plan.code_digest(modules, kind.code_files, StatCache(cache.root / "stat.json"))
+    if _CODE[name] != material["code"]:
+        return f"the code of step kind {spec['use']} differs (edgebuild {_version()} here)"
+    return None
+
+
+def _version() -> str:
+    from edgebuild import __version__
+
+    return __version__
+
+
 def _remote(spec: dict[str, Any]) -> Any:
-    """A Remote for this task (its own time budget and failure state); the store, with its client, is kept."""
+    """The remote cache, kept for the worker's life (its client, its first probe), with a fresh time budget and
+    failure state for each task."""
     from edgebuild import remote as remote_mod
     from edgebuild import stores
 
-    url = stores.parse(spec["remote"])
-    if spec["remote"] not in _STORES:
-        _STORES[spec["remote"]] = stores.open_store(url, spec["timeout_s"])
-    return remote_mod.Remote(url, _STORES[spec["remote"]], False, spec["timeout_s"])
+    name = (spec["remote"], spec["timeout_s"])
+    with _RUNNER_LOCK:
+        if name not in _STORES:
+            url = stores.parse(spec["remote"])
+            _STORES[name] = remote_mod.Remote(url, stores.open_store(url, spec["timeout_s"]), False, spec["timeout_s"])
+        remote = _STORES[name]
+    remote.renew()
+    return remote
 
 
 def _on_remote(remote: Any, key: str) -> bool:
@@ -125,7 +189,7 @@ def _sources(spec: dict[str, Any], cache: Any, remote: Any) -> Path:
         if not blob.is_file() and not remote.get_source(sha, blob):
             raise LookupError(f"the recipe's file {rel} (sha256 {sha[:12]}) is not in the remote cache {spec['remote']}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             os.link(blob, tmp)
         except OSError:
@@ -187,8 +251,7 @@ def _run(spec: dict[str, Any], cache: Any, remote: Any, recipe_dir: Path) -> dic
                                         "material": spec["material"]})
         if state and any((scratch / "state").iterdir()):
             _keep_state(state, scratch / "state", cache, remote)
-        remote.upload(key, cache.entry(key))
-        if not _on_remote(remote, key):
+        if not remote.upload(key, cache.entry(key)) and not _on_remote(remote, key):
             return {"ok": False, "message": f"built, but the upload to the remote cache {spec['remote']} failed: "
                     f"{remote.failure or 'unknown reason'}", "hint": "check the worker's credentials for the remote",
                     "log": text}

@@ -131,8 +131,8 @@ class Executor:
                 return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}),
                                notes=notes, fetched=fetched)
             outcome = self._build(node)
-            if outcome.status == "built" and self.remote is not None:
-                self.remote.send(node.key, self.cache.entry(node.key))   # uploads overlap the steps that follow
+            if outcome.status == "built" and self.remote is not None and outcome.worker is None:   # (a Dask
+                self.remote.send(node.key, self.cache.entry(node.key))   # worker uploaded its own) uploads overlap the steps that follow
         outcome.seconds = time.perf_counter() - t0
         outcome.notes = notes
         return outcome

@@ -31,6 +31,8 @@ class Measure(StepKind):
         "fidelity_samples": {"type": ["integer", "null"], "default": None, "description": "at most this many samples"},
         "fidelity_metric": {"type": ["string", "null"], "default": None, "description": "a task metric (edgebuild.metrics)"},
         "accuracy_data": {"type": ["string", "null"], "default": None, "description": "dataset with labels"},
+        # no default: a measurement taken here keeps the key it had before the option existed
+        "where": {"enum": ["device"], "description": "measured on the target device (a Dask worker advertising device-<target>)"},
     }
     takes = (ONNX, WEB)
     gives = "measurements"
@@ -45,6 +47,11 @@ class Measure(StepKind):
         f = metrics.user_file(params["fidelity_metric"], recipe_dir) if params.get("fidelity_metric") else None
         return {"metric": f} if f is not None else {}
     exclusive = True
+
+    @classmethod
+    def resources(cls, params: dict[str, Any], target: Any) -> dict[str, float]:
+        """`checks.latency.where: device`: a worker that is the target's device (`edgebuild worker` on it)."""
+        return {f"device-{target.name}": 1.0} if params.get("where") == "device" else {}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import numpy as np

@@ -89,6 +89,12 @@ class Remote:
         self._queue: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
         self._uploader: threading.Thread | None = None
 
+    def renew(self) -> None:
+        """A fresh time budget and failure state for the next job of a long-lived process (a Dask worker), which
+        keeps the store's client and the answer of its first probe."""
+        with self._lock:
+            self._spent, self.failure, self.warnings = 0.0, None, []
+
     def check(self) -> str | None:
         """Contact the remote now (for --remote-required, before anything is built): why it cannot be used,
         or None."""

@@ -129,11 +129,16 @@ def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, r
     if remote is not None:
         remote.warm()   # the client's setup and first round trip overlap planning
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
+    pins: dict[str, list[str]] = {}
     if cluster is not None:
         from edgebuild import cluster as cluster_mod
 
         cluster.ready()
-        cluster_mod.route(plan, cluster, args.wait)   # deferral by what the connected workers offer
+        pins = cluster_mod.route(plan, cluster, args.wait, cache)   # deferral by what the connected workers offer
+    elif (plan.recipe.checks.get("latency") or {}).get("where") == "device":
+        from edgebuild import cluster as cluster_mod
+
+        cluster_mod.measured_here(plan)
     from edgebuild.cache import CACHE_HINT, make_folder
 
     out = publish.out_dir(plan, args.out)
@@ -147,7 +152,7 @@ def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, r
         _required(remote, remote.check())   # fail before building, not after
     executor: Any = Executor
     if cluster is not None:
-        executor = _on_cluster(cluster, plan, cache, remote, args.remote_timeout)
+        executor = _on_cluster(cluster, plan, cache, remote, args.remote_timeout, pins)
     if remote is not None:
         remote.prefetch(missing, cache)   # downloads in parallel, ahead of the executor
     for w in plan.warnings:
@@ -216,7 +221,7 @@ def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, r
     return 0
 
 
-def _on_cluster(cluster: Any, plan: Any, cache: Any, remote: Any, timeout_s: float) -> Any:
+def _on_cluster(cluster: Any, plan: Any, cache: Any, remote: Any, timeout_s: float, pins: dict[str, list[str]]) -> Any:
     """The cluster's executor, once the recipe's source files are on the remote cache for the workers (a remote
     that cannot be used ends the build here: the workers would have nothing to build from)."""
     import functools
@@ -235,7 +240,7 @@ def _on_cluster(cluster: Any, plan: Any, cache: Any, remote: Any, timeout_s: flo
     link = cluster.dashboard()
     print(f"dask: {len(workers)} worker(s) at {cluster.address}" + (f"; dashboard: {link}" if link else ""),
           file=sys.stderr, flush=True)
-    return functools.partial(ClusterExecutor, cluster=cluster, sources=sources, timeout_s=timeout_s)
+    return functools.partial(ClusterExecutor, cluster=cluster, sources=sources, timeout_s=timeout_s, pins=pins)
 
 
 def _finish_remote(remote: Any, plan: Any, outcomes: dict[str, Any], root: Path) -> str:

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     _check_installed()
     if args.cache is not None:
         os.environ["EDGEBUILD_WORKER_CACHE"] = str(args.cache.resolve())
+    # the nanny starts its worker as a daemonic process, which multiprocessing forbids to have children: the step
+    # runner's fork server is one
+    os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "False")
     print(f"edgebuild worker: joining {address} with {', '.join(f'{k}={v:g}' for k, v in resources.items())}",
           file=sys.stderr, flush=True)
     os.execv(sys.executable, argv)   # distributed's own worker CLI: its signals, its logging, its reconnects

@@ -47,8 +47,8 @@ def recipe(sleep: float = 0, xavier: bool = False) -> str:
 class Cluster:
     """The S3 server, a scheduler and workers; stop() ends them all."""
 
-    def __init__(self, folder: Path, *workers: tuple[str, ...]):
-        self.folder = folder
+    def __init__(self, folder: Path, *workers: tuple[str, ...], runner: str = "inprocess"):
+        self.folder, self.runner = folder, runner
         folder.mkdir(parents=True, exist_ok=True)
         self.s3 = s3kit.ThreadedServer()
         self.env = dict(os.environ, **s3kit.aws_env(self.s3.endpoint))
@@ -64,8 +64,8 @@ class Cluster:
             raise
 
     def add(self, name: str, *extra: str) -> daskkit.Worker:
-        w = daskkit.Worker(self.scheduler, name, self.folder, daskkit.worker_env(self.env, self.folder / "runs.log"),
-                           *extra)
+        env = dict(daskkit.worker_env(self.env, self.folder / "runs.log"), EDGEBUILD_RUNNER=self.runner)
+        w = daskkit.Worker(self.scheduler, name, self.folder, env, *extra)
         self.procs.append(w)
         self.workers[name] = w
         return w
@@ -82,8 +82,10 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Two workers: one plain, one advertising the GPU that the `fake-gpu` step needs for test-gpu."""
-    c = Cluster(tmp_path_factory.mktemp("cluster"), ("plain",), ("gpu", "--resources", "cuda-sm87=1"))
+    """Two workers with the default step runner (the fork server): one plain, one advertising the GPU that the
+    `fake-gpu` step needs for test-gpu and being the test-gpu device."""
+    c = Cluster(tmp_path_factory.mktemp("cluster"), ("plain",), ("gpu", "--resources", "cuda-sm87=1,device-test-gpu=1"),
+                runner="forkserver")
     yield c
     c.stop()
 
@@ -168,6 +170,32 @@ def test_a_step_no_worker_can_take_is_deferred_with_the_worker_command(project: 
             f"`edgebuild worker {shared.scheduler.address} --resources cuda-sm72=1`") in r.stderr
     strict = run(project, shared, bucket, "--strict")
     assert strict.returncode == 1 and "cuda-sm72" in strict.stderr
+
+
+def test_a_latency_measured_on_the_device_runs_on_the_devices_worker(project: Project, shared: Cluster) -> None:
+    project.write("""
+        edgebuild: 1
+        name: tiny
+        model:
+          onnx: tiny.onnx
+        targets: [cpu.yaml, gpu.yaml]
+        steps:
+          a: {use: fake-where}
+        ship:
+          test-cpu: [a]
+          test-gpu: [a]
+        checks:
+          latency: {where: device, runs: 10, warmup: 1}
+    """)
+    bucket = s3kit.make_bucket(shared.s3.endpoint)
+    r = run(project, shared, bucket)
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    log = json.loads((project.root / "laptop" / "dist" / "tiny" / "build-log.json").read_text())
+    assert log["nodes"]["check:a@test-gpu"].get("worker", "").endswith("(gpu)"), (log, r.stderr)
+    assert "worker" not in log["nodes"]["check:a@test-cpu"]   # no test-cpu device: measured here, and said so
+    assert "warning: check:a@test-cpu: checks.latency.where is device, but test-cpu is measured on this host" in r.stderr
+    assert "recipe.yaml:12:" in r.stderr   # located at checks.latency.where
 
 
 def test_a_worker_killed_mid_step_is_replaced_by_another(project: Project, tmp_path: Path) -> None:
