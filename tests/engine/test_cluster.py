@@ -293,3 +293,45 @@ def test_vitals_built_on_the_cluster_publishes_the_bytes_of_a_local_build(tmp_pa
     m = json.loads((tmp_path / "laptop" / "dist" / "vitals" / "manifest.json").read_text())
     built_on = {nid: s["facts"].get("built_on") for nid, s in m["steps"].items()}
     assert all(built_on.values()), built_on
+
+
+def test_a_client_killed_mid_build_leaves_what_the_workers_finished(project: Project, shared: Cluster) -> None:
+    project.write(recipe(sleep=4).replace("tag: A", "tag: killed"))
+    bucket = s3kit.make_bucket(shared.s3.endpoint)
+    ran(shared)
+    argv = [sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", shared.executor, "--remote",
+            f"s3://{bucket}/cache", "--cache", "laptop/cache", "--out", "laptop/dist"]
+    client = subprocess.Popen(argv, cwd=project.root, env=client_env(project, shared), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + CLIENT_S
+        log = shared.folder / "runs.log"
+        while time.monotonic() < deadline and client.poll() is None and \
+                not (log.exists() and any(x.startswith("b ") for x in log.read_text().splitlines())):
+            time.sleep(0.1)
+        client.kill()   # Ctrl-C would be polite; a laptop closing its lid is not
+    finally:
+        client.kill()
+        client.wait()
+    assert [s for s, _ in ran(shared)] in (["a", "b"], ["a", "b", "g"])
+    time.sleep(5)   # b, already running on its worker, finishes and is uploaded without its client
+    r = run(project, shared, bucket)
+    assert r.returncode == 0, r.stderr
+    assert "a" not in [s for s, _ in ran(shared)]   # taken from the remote, not built again
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEBUILD_TEST_JETSON_SCHEDULER"),
+                    reason="needs a Dask scheduler with an `edgebuild worker` on a Jetson Orin Nano (JetPack 6.1): set "
+                           "EDGEBUILD_TEST_JETSON_SCHEDULER=dask://HOST:8786 and EDGEBUILD_TEST_REMOTE=s3://...")
+def test_a_jetson_worker_builds_the_vitals_engine(tmp_path: Path) -> None:
+    """On a network with a Jetson: the engine is built there, nothing is deferred (see the README's commands)."""
+    from examplekit import vitals_copy
+
+    recipe_path = vitals_copy(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(recipe_path), "--executor",
+                        os.environ["EDGEBUILD_TEST_JETSON_SCHEDULER"], "--remote", os.environ["EDGEBUILD_TEST_REMOTE"],
+                        "--strict"], cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "dist" / "vitals" / "manifest.json").read_text())
+    engine = m["steps"]["engine@jetson-orin-nano"]
+    assert engine["facts"]["compute_capability"] == "8.7" and engine["facts"]["built_on"]
