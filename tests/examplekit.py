@@ -15,3 +15,11 @@ def vitals_copy(work: Path) -> Path:
     shutil.copytree(ROOT / "recipes" / "vitals", dest / "vitals")
     shutil.copy(ROOT / "recipes" / "vitals.yaml", dest / "vitals.yaml")
     return dest / "vitals.yaml"
+
+
+def digits_copy(work: Path) -> Path:
+    """recipes/digits.yaml and its folder under `work/recipes/` (without train.py's cache); the copy's recipe path."""
+    dest = work / "recipes"
+    shutil.copytree(ROOT / "recipes" / "digits", dest / "digits", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "recipes" / "digits.yaml", dest / "digits.yaml")
+    return dest / "digits.yaml"
