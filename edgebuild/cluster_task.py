@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -44,9 +45,21 @@ def runner() -> Any:
         if _RUNNER is None:
             from edgebuild import runners
 
+            _forget_main()
             _RUNNER = runners.chosen()
             _RUNNER.warm_up()
         return _RUNNER
+
+
+def _forget_main() -> None:
+    """multiprocessing runs the parent's main module again in every process it starts, the fork server's workers
+    included: in a Dask worker that is distributed's worker CLI, whose imports cost ~0.8 s per step. A step needs
+    nothing from it."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if main is not None and not name.startswith("edgebuild") and not name.endswith("__main__"):
+        main.__spec__ = None
+        main.__file__ = None   # type: ignore[assignment]
 
 
 def where() -> str:
