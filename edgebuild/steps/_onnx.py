@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from edgebuild.steps.base import StepError
 
@@ -383,14 +383,15 @@ class Paired:
 
 
 def paired_latency(a: Any, b: Any, feed: dict[str, Any], budget_s: float = 1.0, min_pairs: int = 20,
-                   max_pairs: int = 5000) -> Paired:
+                   max_pairs: int = 5000, settled: Callable[[Paired], bool] | None = None,
+                   max_s: float = 0.0) -> Paired:
     """Time sessions `a` and `b` on `feed` in alternating order (a b, b a, ...), one pair after another.
 
     A busy host (another build beside this one, a noisy neighbour on a VM) slows both runs of a pair
-    alike, so the ratio within a pair is steadier than two latencies timed seconds apart; the median
-    over pairs is what speed decisions use."""
-    import numpy as np
-
+    alike, so the ratio within a pair is steadier than two latencies timed seconds apart; the ratio of
+    the two lower quartiles is what speed decisions use. With `settled`, timing goes on past `budget_s`,
+    a budget at a time, until `settled(result)` says the decision is clear or `max_s` have passed: a
+    loaded host gets more pairs rather than a decision taken on noise."""
     feeds = (_fit_feed(a, feed), _fit_feed(b, feed))
     ta: list[float] = []
     tb: list[float] = []
@@ -399,15 +400,30 @@ def paired_latency(a: Any, b: Any, feed: dict[str, Any], budget_s: float = 1.0, 
             sess.run(None, f)
             sess.run(None, f)
         start = time.perf_counter()
-        while len(ta) < min_pairs or (time.perf_counter() - start < budget_s and len(ta) < max_pairs):
-            order = (0, 1) if len(ta) % 2 == 0 else (1, 0)
-            got = [0.0, 0.0]
-            for i in order:
-                t0 = time.perf_counter()
-                (a, b)[i].run(None, feeds[i])
-                got[i] = time.perf_counter() - t0
-            ta.append(got[0] * 1000.0)
-            tb.append(got[1] * 1000.0)
+        while True:
+            _time_pairs(a, b, feeds, ta, tb, time.perf_counter() + budget_s, min_pairs, max_pairs)
+            out = _paired(ta, tb)
+            if (settled is None or len(ta) >= max_pairs or time.perf_counter() - start >= max_s
+                    or settled(out)):
+                return out
+
+
+def _time_pairs(a: Any, b: Any, feeds: tuple[dict[str, Any], dict[str, Any]], ta: list[float], tb: list[float],
+                deadline: float, min_pairs: int, max_pairs: int) -> None:
+    while len(ta) < min_pairs or (time.perf_counter() < deadline and len(ta) < max_pairs):
+        order = (0, 1) if len(ta) % 2 == 0 else (1, 0)
+        got = [0.0, 0.0]
+        for i in order:
+            t0 = time.perf_counter()
+            (a, b)[i].run(None, feeds[i])
+            got[i] = time.perf_counter() - t0
+        ta.append(got[0] * 1000.0)
+        tb.append(got[1] * 1000.0)
+
+
+def _paired(ta: list[float], tb: list[float]) -> Paired:
+    import numpy as np
+
     a, b = np.array(ta), np.array(tb)
     ratios = b / np.maximum(a, 1e-9)
     med = float(np.median(ratios))

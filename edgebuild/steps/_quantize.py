@@ -466,9 +466,21 @@ MIN_GAIN = 0.03
 MAX_MARGIN = 0.2
 
 
+SETTLE_S = 12.0   # the most a speed check times FP32 and the candidate when the first budget leaves it unclear
+
+
 def required_gain(noise: float) -> float:
     """The speed-up over FP32 (as a fraction) that counts as faster, given the paired timing's noise."""
     return min(max(MIN_GAIN, noise), MAX_MARGIN)
+
+
+def decided(pair: _onnx.Paired) -> bool:
+    """Whether a paired timing settles "faster than FP32": clearly faster (the bar its noise sets is met),
+    clearly not (even the optimistic end of its interval is below the 3 % bar), or measured so precisely that
+    its noise is within that bar. Otherwise the speed check times more pairs, up to SETTLE_S."""
+    speedup = 1.0 / pair.ratio if pair.ratio > 0 else 0.0
+    return (speedup >= 1 + required_gain(pair.noise) or speedup * (1 + pair.noise) < 1 + MIN_GAIN
+            or pair.noise <= MIN_GAIN)
 
 
 # -- range mixing ------------------------------------------------------------------------------------
@@ -847,7 +859,8 @@ class AccuracySearch:
                 recipe_path=("steps", ctx.step_id, "with", "accuracy"))
         # a careful comparison when it decides the outcome, a quick one when it is only reported
         pair = _onnx.paired_latency(self.fp32_sess, _onnx.session(chosen.model, threads=self.threads), self.timing_feed,
-                                    budget_s=1.5 if goal.faster else 0.2)
+                                    budget_s=1.5 if goal.faster else 0.2, settled=decided if goal.faster else None,
+                                    max_s=SETTLE_S)
         fp32_ms, q_ms, speedup = pair.a_ms, pair.b_ms, 1.0 / pair.ratio if pair.ratio > 0 else 0.0
         gain = required_gain(pair.noise)
         facts = {

@@ -159,3 +159,35 @@ def test_timing_turn_waits_for_another_process_timing(tmp_path: Path) -> None:
         assert waited >= 0.5, waited
     finally:
         proc.wait(timeout=30)
+
+
+def test_an_unsettled_paired_timing_times_more_pairs_until_it_settles() -> None:
+    """A speed decision the first budget leaves unclear gets more pairs (a budget at a time, up to max_s);
+    a clear one stops after the first budget; `settled` sees every intermediate result."""
+    sess = _onnx.session(_relu())
+    feed = {"x": np.ones((1, 4), np.float32)}
+    seen: list[int] = []
+
+    def unclear_until_200(p: _onnx.Paired) -> bool:
+        seen.append(p.pairs)
+        return p.pairs >= 200
+
+    quick = _onnx.paired_latency(sess, sess, feed, budget_s=0.01, min_pairs=20, max_pairs=100_000,
+                                 settled=lambda p: True, max_s=5.0)
+    longer = _onnx.paired_latency(sess, sess, feed, budget_s=0.01, min_pairs=20, max_pairs=100_000,
+                                  settled=unclear_until_200, max_s=5.0)
+    assert longer.pairs >= 200 > seen[0] and seen == sorted(seen) and len(seen) >= 2
+    assert quick.pairs < longer.pairs and quick.a_ms > 0 and quick.b_ms > 0
+
+
+def test_a_speed_decision_is_settled_when_clear_either_way() -> None:
+    from edgebuild.steps._quantize import MIN_GAIN, decided
+
+    def pair(speedup: float, noise: float) -> _onnx.Paired:
+        return _onnx.Paired(1.0, 1.0 / speedup, 1.0 / speedup, noise, 0.0, 20)
+
+    assert decided(pair(1.6, 0.25))            # clearly faster, even at the noise cap
+    assert decided(pair(0.5, 0.3))             # clearly slower: 0.5 x 1.3 is below the bar
+    assert decided(pair(1.01, MIN_GAIN / 2))   # at parity, measured precisely: refused now
+    assert not decided(pair(1.15, 0.25))       # could be either: time more pairs
+    assert not decided(pair(1.0, 0.1))
