@@ -335,3 +335,30 @@ def test_a_jetson_worker_builds_the_vitals_engine(tmp_path: Path) -> None:
     m = json.loads((tmp_path / "dist" / "vitals" / "manifest.json").read_text())
     engine = m["steps"]["engine@jetson-orin-nano"]
     assert engine["facts"]["compute_capability"] == "8.7" and engine["facts"]["built_on"]
+
+
+def test_a_step_that_kills_every_worker_it_runs_on_fails_after_three(project: Project, tmp_path: Path) -> None:
+    """A step that ends its worker's process (in-process runner: the Dask worker's own) is tried again on a
+    restarted worker, and fails the build with the reason after Dask's third loss; never a hang or a traceback."""
+    project.write("""
+        edgebuild: 1
+        name: tiny
+        model:
+          onnx: tiny.onnx
+        targets: [cpu.yaml]
+        steps:
+          a: {use: fake-fail, with: {how: die}}
+        ship:
+          test-cpu: [a]
+    """)
+    c = Cluster(tmp_path / "c", ("w1",))
+    try:
+        bucket = s3kit.make_bucket(c.s3.endpoint)
+        r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
+                            "--remote", f"s3://{bucket}/cache"], cwd=project.root, env=client_env(project, c),
+                           capture_output=True, text=True, timeout=CLIENT_S)
+    finally:
+        c.stop()
+    assert r.returncode == 1, r.stderr
+    no_traceback(r)
+    assert "step 'a' (fake-fail) failed: its worker died 3 times while running it (the last: " in r.stderr
