@@ -347,7 +347,3 @@ def upload_sources(plan: Plan, remote: Any, stats: Any) -> dict[str, Any]:
 
 def hostname() -> str:
     return socket.gethostname() or platform.node()
-
-
-def stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

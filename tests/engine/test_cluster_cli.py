@@ -86,6 +86,20 @@ def test_an_unreachable_scheduler_is_exit_1_within_the_timeout(project: Project)
     assert project.ran() == []
 
 
+def test_a_build_with_deferred_artifacts_is_no_no_op_for_a_cluster(project: Project) -> None:
+    """Built here first, the GPU step deferred; then with --executor, which may have a GPU worker: the build runs
+    (here it reaches for the scheduler), it does not say "up to date"."""
+    project.write(GPU_RECIPE)
+    remote = str(project.root / "shared")
+    r = project.edgebuild("run", "recipe.yaml", "--remote", remote, env=CLUSTER_STEPS)
+    assert r.code == 0 and "g (onnx) was not built here" in r.err
+    assert "up to date" in project.edgebuild("run", "recipe.yaml", "--remote", remote, env=CLUSTER_STEPS).out
+    port = s3kit.free_port()
+    r = project.edgebuild("run", "recipe.yaml", "--remote", remote, "--executor", f"dask://127.0.0.1:{port}",
+                          "--executor-timeout", "1", env=CLUSTER_STEPS)
+    assert "cannot reach the Dask scheduler" in one_error(r)
+
+
 @pytest.mark.parametrize("resources, message", [
     ("cuda-sm87", "'cuda-sm87' has no '=N' (a count)"),
     ("=1", "'=1' has no name before '='"),
