@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
