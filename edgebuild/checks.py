@@ -172,13 +172,15 @@ def judge(plan: Any, cache: Any, outcomes: dict[str, Any], pinned: dict[str, str
                 continue
             facts = dict(o.info)
             host = facts.pop("host", "unknown")
+            measured_on = facts.pop("built_on", None)   # the Dask worker's host name, on a cluster
             files = cache.meta(plan.nodes[nid].key)["files"]
             web = plan.nodes[nid].step.kind.gives == WEB   # a visitor downloads the runtime with the model
             size = sum(f["size"] for f in files.values()) if web else files["model.onnx"]["size"]
             results = evaluate(r, target, size, facts, "download size" if web else "size")
             model_mb = round(files["model.onnx"]["size"] / 1e6, 4)
-            arts[sid] = {"host": host, "measurements": dict(facts, size_mb=model_mb,
-                                                            **({"download_mb": round(size / 1e6, 4)} if web else {})),
+            arts[sid] = {"host": host, **({"measured_on": measured_on} if measured_on else {}),
+                         "measurements": dict(facts, size_mb=model_mb,
+                                              **({"download_mb": round(size / 1e6, 4)} if web else {})),
                          "results": [x.as_dict() for x in results], "passed": all(x.passed for x in results),
                          "_failed": [x for x in results if not x.passed], "_size": size}
         v = Verdict(arts, failures, lost=lost)

@@ -196,6 +196,10 @@ def test_a_latency_measured_on_the_device_runs_on_the_devices_worker(project: Pr
     assert "worker" not in log["nodes"]["check:a@test-cpu"]   # no test-cpu device: measured here, and said so
     assert "warning: check:a@test-cpu: checks.latency.where is device, but test-cpu is measured on this host" in r.stderr
     assert "recipe.yaml:12:" in r.stderr   # located at checks.latency.where
+    manifest = json.loads((project.root / "laptop" / "dist" / "tiny" / "manifest.json").read_text())
+    [gpu_art] = manifest["targets"]["test-gpu"]["artifacts"]
+    [cpu_art] = manifest["targets"]["test-cpu"]["artifacts"]
+    assert gpu_art["checks"]["measured_on"] and "measured_on" not in cpu_art["checks"]   # which host timed it
 
 
 def test_a_worker_killed_mid_step_is_replaced_by_another(project: Project, tmp_path: Path) -> None:
