@@ -214,3 +214,21 @@ def test_parse_helpers_take_the_forms_users_write() -> None:
     assert cluster.parse_resources("a=1 b=2,c=0.5") == {"a": 1.0, "b": 2.0, "c": 0.5}
     with pytest.raises(UserError):
         cluster.parse_resources("")
+
+
+def test_a_worker_refuses_a_node_keyed_with_other_code_or_tools(tmp_path) -> None:
+    """What `cluster_task` checks before building: the client's key material against this worker's code."""
+    from edgebuild import cluster_task, plan
+    from edgebuild.cache import Cache
+    from edgebuild.steps.fp16 import KIND
+
+    cache = Cache(tmp_path / "cache")
+    job = {"source": {"onnx": "/x/model.onnx"}, "kind_ref": None}
+    here = plan.code_digest([plan.PACKAGE / "steps" / "fp16.py"], KIND.code_files, cache.stats)
+    spec = {"use": "fp16", "input_key": "k" * 64, "job": job,
+            "material": {"code": here, "tools": {"onnx": plan.tool_version("onnx"), "tensorrt": "not installed"}}}
+    assert cluster_task._other_code(spec, cache) is None
+    spec["material"]["tools"]["onnx"] = "0.0.1"
+    assert cluster_task._other_code(spec, cache) == f"onnx {plan.tool_version('onnx')} here, 0.0.1 on the client"
+    spec["material"] = {"code": "0" * 64, "tools": {}}
+    assert cluster_task._other_code(spec, cache).startswith("the code of step kind fp16 differs")
