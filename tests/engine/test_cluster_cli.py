@@ -232,3 +232,21 @@ def test_a_worker_refuses_a_node_keyed_with_other_code_or_tools(tmp_path) -> Non
     assert cluster_task._other_code(spec, cache) == f"onnx {plan.tool_version('onnx')} here, 0.0.1 on the client"
     spec["material"] = {"code": "0" * 64, "tools": {}}
     assert cluster_task._other_code(spec, cache).startswith("the code of step kind fp16 differs")
+
+
+def test_the_dask_benchmarks_recipe_plans_49_nodes(project: Project) -> None:
+    """benchmarks/dask_overhead.py's synthetic recipe stays a valid recipe (its timing is the benchmark's business)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dask_overhead.py"
+    spec = importlib.util.spec_from_file_location("dask_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    recipe_path = bench.write_recipe(project.root, "t")
+    r = project.edgebuild("plan", recipe_path.name, "--format", "json", env=CLUSTER_STEPS)
+    assert r.code == 0, r.err
+    import json
+
+    assert len(json.loads(r.out)["nodes"]) == 49
