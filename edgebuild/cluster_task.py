@@ -39,6 +39,14 @@ def dask_setup(worker: Any) -> None:
     cache_root().mkdir(parents=True, exist_ok=True)
 
 
+def dask_teardown(worker: Any) -> None:
+    """distributed's preload hook at the worker's close: the fork server's socket folder goes with it (the
+    worker process may end without the interpreter teardown that would remove it)."""
+    forks = sys.modules.get("edgebuild.forks")
+    if forks is not None:
+        forks.before_exit()
+
+
 def runner() -> Any:
     global _RUNNER
     with _RUNNER_LOCK:

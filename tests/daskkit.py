@@ -37,6 +37,18 @@ class Proc:
         self.proc = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 
+    def stop(self) -> None:
+        """SIGTERM, as a service manager would end it (the worker removes its fork server's socket folder);
+        then SIGKILL to whatever of its group is left."""
+        try:   # to the leader only (a worker's nanny), which closes its worker in order
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
     def kill(self) -> None:
         """SIGKILL to the whole group: nothing of it gets to say goodbye."""
         try:

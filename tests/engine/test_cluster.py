@@ -76,7 +76,7 @@ class Cluster:
 
     def stop(self) -> None:
         for p in reversed(self.procs):
-            p.kill()
+            p.stop()
         self.s3.stop()
 
 
