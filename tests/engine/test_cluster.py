@@ -366,3 +366,25 @@ def test_a_step_that_kills_every_worker_it_runs_on_fails_after_three(project: Pr
     assert r.returncode == 1, r.stderr
     no_traceback(r)
     assert "step 'a' (fake-fail) failed: its worker died 3 times while running it (the last: " in r.stderr
+
+
+def test_wait_gives_a_worker_time_to_join(project: Project, shared: Cluster) -> None:
+    (project.root / "xavier.yaml").write_text(XAVIER)
+    project.write(recipe(xavier=True).replace("tag: A", "tag: waited"))
+    bucket = s3kit.make_bucket(shared.s3.endpoint)
+    ran(shared)
+    argv = [sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", shared.executor, "--remote",
+            f"s3://{bucket}/cache", "--wait", "120"]
+    client = subprocess.Popen(argv, cwd=project.root, env=client_env(project, shared), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        shared.add("xavier", "--resources", "cuda-sm72=1")   # joins while the client waits
+        out, err = client.communicate(timeout=CLIENT_S)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0, err
+    assert ("g", "xavier") in ran(shared)
+    manifest = json.loads((project.root / "dist" / "tiny" / "manifest.json").read_text())
+    assert "deferred" not in manifest["targets"]["test-xavier"]
