@@ -67,8 +67,9 @@ class ClusterExecutor(Executor):
     def _lost(self, node: Node, exc: BaseException) -> Outcome:
         kind = type(exc).__name__
         if kind == "KilledWorker":
-            return Outcome(node.id, "failed", message=f"its worker died {_allowed_failures()} times while running it "
-                           f"(the last: {getattr(exc, 'last_worker', None) or '?'})",
+            times = getattr(exc, "allowed_failures", None) or _allowed_failures()   # the scheduler's setting
+            return Outcome(node.id, "failed", message=f"its worker died {times} times while running it "
+                           f"(the last: {_who(getattr(exc, 'last_worker', None))})",
                            hint="each worker's own log says why it died (memory? a native crash?); the step's log is in "
                                 "that worker's cache under tmp/")
         if kind in ("CancelledError", "FutureCancelledError", "CommClosedError", "TimeoutError", "OSError") \
@@ -86,6 +87,15 @@ class ClusterExecutor(Executor):
             return str(self.cluster.client.status) == "running"
         except Exception:
             return False
+
+
+def _who(worker: Any) -> str:
+    """A worker as Dask's KilledWorker names it (a WorkerState, or its address): its name and address."""
+    if worker is None:
+        return "unknown"
+    address = getattr(worker, "address", None) or str(worker)
+    name = getattr(worker, "name", None)
+    return f"{name} at {address}" if name is not None and str(name) != address else address
 
 
 def _allowed_failures() -> int:

@@ -365,7 +365,7 @@ def test_a_step_that_kills_every_worker_it_runs_on_fails_after_three(project: Pr
         c.stop()
     assert r.returncode == 1, r.stderr
     no_traceback(r)
-    assert "step 'a' (fake-fail) failed: its worker died 3 times while running it (the last: " in r.stderr
+    assert "step 'a' (fake-fail) failed: its worker died 3 times while running it (the last: w1 at tcp://127.0.0.1:" in r.stderr, r.stderr
 
 
 def test_wait_gives_a_worker_time_to_join(project: Project, shared: Cluster) -> None:
