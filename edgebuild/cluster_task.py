@@ -71,7 +71,7 @@ def _forget_main() -> None:
 
 
 def where() -> str:
-    """This worker as the terminal and the manifest name it: its host and Dask address."""
+    """This worker as the terminal names it: its host name, and its Dask worker name (else its address)."""
     try:
         from distributed import get_worker
 
