@@ -390,7 +390,7 @@ def render(models: list[corpus.Model], results: dict[str, dict[str, Any]], mach:
                ".venv/bin/python benchmarks/real_models.py       # all 13 models; --models nudenet,magika for a subset\n"
                "# is the choice the same every time? 5 fresh builds of a subset (the last with another build beside it),\n"
                "# in folders of their own while the full run goes on, then merged into its results (the 'stable' column)\n"
-               ".venv/bin/python benchmarks/real_models.py --models magika,silero-vad,nudenet --reruns 5 --busy --skip-steps \\\n"
+               ".venv/bin/python benchmarks/real_models.py --models magika,silero-vad --reruns 5 --busy --skip-steps \\\n"
                "    --fresh --no-doc --work benchmarks/.corpus/stability/work --results benchmarks/.corpus/stability/results.json\n"
                ".venv/bin/python benchmarks/real_models.py --render-only --merge-reruns benchmarks/.corpus/stability/results.json\n"
                "```\n")
@@ -735,7 +735,7 @@ def main() -> int:
     ap.add_argument("--merge-reruns", type=Path, metavar="FILE",
                     help="take the reruns of another results file (a --reruns run beside the full one) into these results")
     args = ap.parse_args()
-    set_paths(args.work, args.results)
+    set_paths(args.work.resolve(), args.results.resolve())   # recipes are written and run from their own folders
     models = corpus.select([x.strip() for x in args.models.split(",")] if args.models else None)
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if args.merge_reruns:
