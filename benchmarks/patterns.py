@@ -52,7 +52,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -617,7 +617,7 @@ def run_model(m: Model, work: Path, target: Path, runs: int, seconds: float, max
             if sid in eb["kept"] and eb["kept"][sid] in arts:
                 twin = eb["kept"][sid]
                 facts, key = step_facts(manifest, twin)
-                variants.append(Variant(f"↳ the same with `faster: false` (the model it refused)", dist / arts[twin]["path"],
+                variants.append(Variant("↳ the same with `faster: false` (the model it refused)", dist / arts[twin]["path"],
                                         kind="kept", quantized=True, status="note",
                                         reason=describe_edgebuild(facts, chosen_line(eb["cache"], key))))
             continue

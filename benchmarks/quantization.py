@@ -505,7 +505,7 @@ def main() -> None:
                   f"x {rounds} rounds ...", file=sys.stderr)
             res = build_and_measure(mwork, m, rounds, args.max_wait, args.budget)
             print(f"{name}: done in {res['seconds']:.0f} s; kept {len(res['manifests'])} of {res['rounds_run']} rounds"
-                  + (f" (not enough undisturbed ones: the timings are not reliable, rerun when the machine is quieter)"
+                  + (" (not enough undisturbed ones: the timings are not reliable, rerun when the machine is quieter)"
                      if res["background"] > DISTURBED else ""), file=sys.stderr)
             runs[name] = res
             tools = res["manifests"][0]["tools"]
