@@ -64,7 +64,9 @@ class Cluster:
             raise
 
     def add(self, name: str, *extra: str) -> daskkit.Worker:
-        env = dict(daskkit.worker_env(self.env, self.folder / "runs.log"), EDGEBUILD_RUNNER=self.runner)
+        # TMPDIR: what a worker killed on purpose leaves there (its fork server's socket folder) stays in the test's
+        env = dict(daskkit.worker_env(self.env, self.folder / "runs.log"), EDGEBUILD_RUNNER=self.runner,
+                   TMPDIR=str(self.folder))
         w = daskkit.Worker(self.scheduler, name, self.folder, env, *extra)
         self.procs.append(w)
         self.workers[name] = w
@@ -305,8 +307,8 @@ def test_a_client_killed_mid_build_leaves_what_the_workers_finished(project: Pro
     ran(shared)
     argv = [sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", shared.executor, "--remote",
             f"s3://{bucket}/cache", "--cache", "laptop/cache", "--out", "laptop/dist"]
-    client = subprocess.Popen(argv, cwd=project.root, env=client_env(project, shared), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    client = subprocess.Popen(argv, cwd=project.root, env=client_env(project, shared, TMPDIR=str(project.root)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + CLIENT_S
         log = shared.folder / "runs.log"
