@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scheduler", help="the Dask scheduler's address: tcp://HOST:8786 (HOST:PORT and HOST also work)")
+    p.add_argument("scheduler", nargs="?", default=None,
+                   help="the Dask scheduler's address: tcp://HOST:8786 (HOST:PORT and HOST also work)")
     p.add_argument("--resources", metavar="NAME=N,...", default=None,
                    help="resources to advertise besides those detected, or instead of them (NAME=0 removes one)")
     p.add_argument("--nthreads", type=_count, default=1, metavar="N",
@@ -39,7 +40,13 @@ def _count(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from edgebuild import cluster
 
-    address = cluster.parse_scheduler(args.scheduler)
+    if args.scheduler is None and not args.print:
+        from edgebuild.errors import Problem, UserError
+
+        raise UserError(Problem("edgebuild worker needs the scheduler's address", None,
+                                "edgebuild worker tcp://HOST:8786, or `edgebuild worker --print` to see what this host "
+                                "would advertise"))
+    address = cluster.parse_scheduler(args.scheduler) if args.scheduler else "tcp://SCHEDULER:8786"
     resources = cluster.host_resources()
     if args.resources is not None:
         resources.update(cluster.parse_resources(args.resources))

@@ -250,3 +250,11 @@ def test_the_dask_benchmarks_recipe_plans_49_nodes(project: Project) -> None:
     import json
 
     assert len(json.loads(r.out)["nodes"]) == 49
+
+
+def test_worker_print_needs_no_scheduler_and_a_worker_does(project: Project) -> None:
+    """`edgebuild worker --print` shows what this host would advertise before there is a scheduler to join."""
+    r = project.edgebuild("worker", "--print", "--resources", "device-raspberry-pi-5=1")
+    assert r.code == 0, r.err
+    assert "device-raspberry-pi-5=1" in r.out.splitlines() and "tcp://SCHEDULER:8786" in r.out
+    assert "needs the scheduler's address" in one_error(project.edgebuild("worker"))
