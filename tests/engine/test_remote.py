@@ -15,8 +15,6 @@ import pytest
 import s3kit
 from enginekit import BASIC, Project
 
-from edgebuild import remote as remote_mod
-from edgebuild import stores
 
 MACHINES = ("m1", "m2", "m3")
 

@@ -61,7 +61,6 @@ def _save(model: Any, path: Path) -> Path:
 
 def build_mlp(path: Path, gemm: bool = False, opset: int = 17, seed: int = 0) -> Path:
     """x[batch, 64] -> 128 -> ReLU -> 32: MatMul + Add (or Gemm with transB=1 when `gemm`)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
