@@ -61,6 +61,22 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f} ms" if values else "-"
 
 
+def bare_round_trip(address: str) -> tuple[str, ...]:
+    """Dask's own floor on this machine: a trivial task's round trip from a client, one at a time (median of 30)."""
+    import operator
+
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        client.submit(operator.add, 0, 0, pure=False).result()
+        times = []
+        for i in range(30):
+            t0 = time.perf_counter()
+            client.submit(operator.add, i, 1, pure=False).result()
+            times.append(time.perf_counter() - t0)
+    return ("for scale: a bare Dask task (operator.add), 30 one at a time", "1", "-", "-", ms(times), "-", "-")
+
+
 def main() -> None:
     import daskkit
     import s3kit
@@ -83,21 +99,24 @@ def main() -> None:
             procs.append(daskkit.Worker(sched, f"w{k}", work, dict(daskkit.worker_env(env, work / "runs.log"),
                                                                     EDGEBUILD_RUNNER="forkserver")))
             time.sleep(2)   # let the new worker's fork server finish preloading, as a long-lived worker would have
-            runs = [("--jobs", "1")] if k == 1 else []
-            runs.append(())
-            for extra in runs:   # with --jobs 1 one node at a time: its round trip is all overhead, no queueing
-                bucket = s3kit.make_bucket(s3.endpoint)
-                salt = f"k{k}{'serial' if extra else ''}"
+            if k == 1:
+                rows.append(bare_round_trip(sched.address))
+            runs: list[tuple[str, tuple[str, ...]]] = [("s3", ("--jobs", "1")), ("folder", ("--jobs", "1"))] if k == 1 else []
+            runs.append(("s3", ()))
+            for store, extra in runs:   # with --jobs 1 one node at a time: its round trip is all overhead, no queueing
+                salt = f"k{k}{store}{'serial' if extra else ''}"
+                remote = f"s3://{s3kit.make_bucket(s3.endpoint)}/cache" if store == "s3" else str(work / f"remote-{salt}")
                 wall, nodes = build(work, write_recipe(work, salt), env, "--executor",
-                                    sched.address.replace("tcp", "dask"), "--remote", f"s3://{bucket}/cache", *extra)
+                                    sched.address.replace("tcp", "dask"), "--remote", remote, *extra)
                 built = [n for n in nodes.values() if n["status"] == "built" and "worker" in n]
+                what = f"dask, {'S3 (moto)' if store == 's3' else 'folder'} remote"
                 if extra:
                     dispatch = sorted(n["dispatch_seconds"] for n in built)
                     over = [n["seconds"] - n["work_seconds"] for n in built]
                     p90 = f"{dispatch[int(0.9 * (len(dispatch) - 1))] * 1000:.0f} ms" if dispatch else "-"
-                    rows.append(("dask, --jobs 1", str(k), f"{wall:.1f} s", len(built), ms(dispatch), p90, ms(over)))
+                    rows.append((f"{what}, --jobs 1", str(k), f"{wall:.1f} s", len(built), ms(dispatch), p90, ms(over)))
                 else:
-                    rows.append(("dask", str(k), f"{wall:.1f} s", len(built), "-", "-", "-"))
+                    rows.append((what, str(k), f"{wall:.1f} s", len(built), "-", "-", "-"))
     finally:
         for p in reversed(procs):
             p.kill()
