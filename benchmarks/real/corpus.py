@@ -65,7 +65,7 @@ RAPIDOCR = Wheel("rapidocr-onnxruntime", "1.4.4", (
     "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
     "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
     "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"))
-DDDDOCR = Wheel("ddddocr", "1.6.1", ("ddddocr/common.onnx", "ddddocr/common_det.onnx"))
+DDDDOCR = Wheel("ddddocr", "1.6.1", ("ddddocr/common.onnx", "ddddocr/common_det.onnx", "ddddocr/charsets.py"))
 NUDENET = Wheel("nudenet", "3.4.2", ("nudenet/320n.onnx",))
 SILERO = Wheel("silero-vad", "6.2.3", ("silero_vad/data/silero_vad.onnx",))
 MAGIKA = Wheel("magika", "1.0.3", ("magika/models/standard_v3_3/model.onnx", "magika/models/standard_v3_3/config.min.json",
