@@ -23,15 +23,10 @@ from . import corpus
 
 
 def session(path: Path | str | bytes, threads: int = 1, optimize: bool = True) -> Any:
-    import onnxruntime as ort
+    """A CPU session opened the way edgebuild opens one (same threads, logging, optimization level)."""
+    from edgebuild.steps import _onnx
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path) if isinstance(path, Path) else path, so, providers=["CPUExecutionProvider"])
+    return _onnx.session(path, optimize=optimize, threads=threads)
 
 
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
