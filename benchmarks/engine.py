@@ -110,8 +110,9 @@ def synthetic_plan(work: Path) -> list[tuple[str, str, str]]:
               "steps": steps, "ship": ship}
     import yaml
     (work / "synthetic.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    from edgebuild import plan, recipe as recipe_mod
-    from edgebuild.digest import StatCache
+    from edgebuild.engine import plan
+    from edgebuild.engine.digest import StatCache
+    from edgebuild.frontend import recipe as recipe_mod
 
     times = []
     for _ in range(5):

@@ -485,7 +485,7 @@ def render(models: list[corpus.Model], results: dict[str, dict[str, Any]], mach:
   the `espeakng-loader` wheel -- a synthetic voiced signal when it is missing) and pre-processed with the constants
   of each model's own package; fixed seeds. Calibration and evaluation sets are different samples.
 - **FP32 reference**: the published model, run by onnxruntime on the evaluation set; the task metric of every
-  variant is computed against it with edgebuild's own `edgebuild.metrics` (the user metric files are
+  variant is computed against it with edgebuild's own `edgebuild.checks.metrics` (the user metric files are
   `benchmarks/real/metrics/*.py`, copied beside each recipe as `metric.py`).
 - **choose.yaml**: `opt: optimize`; `dyn: quantize-dynamic` and `qdq: quantize-static` from `opt`, each with
   `accuracy: {{data: eval, metric: <task metric>, min: <goal>}}`; `ship: x86-avx2-1t: {{best: [opt, dyn, qdq], by: latency}}`;

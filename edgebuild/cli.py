@@ -77,7 +77,7 @@ def entry() -> None:
     internal error exits the ordinary way."""
     code = main()
     if code in (0, 1):
-        forks = sys.modules.get("edgebuild.forks")   # imported when a build started the workers' fork server
+        forks = sys.modules.get("edgebuild.engine.forks")   # imported when a build started the workers' fork server
         if forks is not None:
             forks.before_exit()
         try:

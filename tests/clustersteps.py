@@ -47,7 +47,7 @@ class NeedsGpu(Where):
         return {f"cuda-sm{cc.replace('.', '')}": 1.0}
 
     def deferral(self, target: Any) -> str | None:
-        from edgebuild import hostinfo
+        from edgebuild.engine import hostinfo
 
         cc = str((target.data.get("accelerator") or {}).get("compute_capability", "0"))
         g = hostinfo.gpu()

@@ -58,9 +58,9 @@ class Fail(StepKind):
         if ctx.params["how"] == "user":
             raise StepError("the model is not good enough", hint="try harder", recipe_path=("steps", ctx.step_id, "with", "how"))
         if ctx.params["how"] == "bug":   # edgebuild's own code given what it does not take: a TypeError in it
-            from edgebuild.steps import _onnx
+            from edgebuild.onnx import runtime as onnx_runtime
 
-            _onnx.sig3(None)  # type: ignore[arg-type]
+            onnx_runtime.sig3(None)  # type: ignore[arg-type]
         raise RuntimeError("boom")
 
 

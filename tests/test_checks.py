@@ -135,7 +135,7 @@ def test_bad_checks_are_located_errors_before_anything_builds(project: Path, che
 
 def test_selection_by_latency_treats_near_ties_as_ties_and_keeps_the_recipe_order() -> None:
     """Two candidates within run-to-run noise must not flip between builds: the one listed first wins."""
-    from edgebuild.checks import TIE, select
+    from edgebuild.checks.judge import TIE, select
 
     def cand(step: str, p95: float, size: int = 100, passed: bool = True) -> dict:
         return {"step": step, "passed": passed, "failures": [] if passed else ["latency p95 too high"],
@@ -212,7 +212,7 @@ def test_fidelity_of_a_detector_with_data_dependent_and_integer_outputs(tmp_path
 
 
 def test_compare_keeps_integer_and_ragged_outputs_out_of_the_numeric_errors() -> None:
-    from edgebuild.measure import compare
+    from edgebuild.checks.measure import compare
 
     ref = {"p": [np.array([[0.1, 0.9]], np.float32)] * 2, "label": [np.array([1]), np.array([1])],
            "sel": [np.zeros((3, 3), np.int64), np.zeros((2, 3), np.int64)]}
@@ -261,8 +261,8 @@ def test_argmax_agreement_only_for_class_scores_and_a_limit_on_it_then_fails() -
     there is no agreement figure, and a `min_agreement` limit fails saying why instead of passing."""
     import types
 
-    from edgebuild.checks import evaluate
-    from edgebuild.measure import compare
+    from edgebuild.checks.judge import evaluate
+    from edgebuild.checks.measure import compare
 
     boxes = {"boxes": [np.random.default_rng(0).random((1, 6, 4)).astype(np.float32)] * 3}
     out = compare(boxes, boxes)
@@ -288,7 +288,7 @@ def test_a_limit_from_the_target_budget_says_so_in_the_hint(project: Path) -> No
 def test_selection_by_latency_uses_paired_ratios_when_every_candidate_has_one() -> None:
     """Times relative to the FP32 reference, taken in interleaved pairs, decide over p95s timed in separate
     steps: a neighbour that slowed one candidate's measurement must not hand the choice to another."""
-    from edgebuild.checks import select
+    from edgebuild.checks.judge import select
 
     def cand(step: str, p95: float, relative: float | None) -> dict:
         return {"step": step, "passed": True, "failures": [], "latency": p95, "size": 100, "relative": relative}
@@ -304,7 +304,7 @@ def test_a_web_bundles_size_budget_is_its_download() -> None:
     """The browser profile's size budget is what every visitor downloads: the runtime with the model."""
     import types
 
-    from edgebuild.checks import evaluate
+    from edgebuild.checks.judge import evaluate
 
     recipe = types.SimpleNamespace(checks={"size": {}})
     target = types.SimpleNamespace(name="browser-wasm", data={"budgets": {"model_size_mb": 25}})

@@ -7,9 +7,8 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 import clikit
+import pytest
 from examplekit import ROOT, digits_copy
 
 CANDIDATES = ["student-int8", "student-fp32", "pruned-int8", "pruned-fp32", "fp32"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgebuild import loader, validate
 from edgebuild.errors import EdgebuildError, Location, Problem, UserError, in_order
+from edgebuild.frontend import loader, validate
 
 RECIPE = textwrap.dedent("""\
     edgebuild: 1
@@ -90,7 +90,7 @@ def test_problems_are_sorted_by_file_line_and_column_unlocated_last() -> None:
 
 
 def test_a_recipe_with_problems_in_several_checks_reports_them_all_in_line_order(tmp_path: Path) -> None:
-    from edgebuild import recipe
+    from edgebuild.frontend import recipe
 
     path = _write(tmp_path, textwrap.dedent("""\
         edgebuild: 1

@@ -12,7 +12,7 @@ import onnx
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebuild import sources
+from edgebuild.frontend import sources
 
 RECIPE = """edgebuild: 1
 name: shapes

@@ -1,4 +1,4 @@
-"""edgebuild.metrics: task metrics on stacked outputs, their goals, user metric files."""
+"""edgebuild.checks.metrics: task metrics on stacked outputs, their goals, user metric files."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebuild import metrics
-from edgebuild.metrics import MetricError
+from edgebuild.checks import metrics
+from edgebuild.checks.metrics import MetricError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,7 +152,7 @@ def test_user_metric_from_a_file_relative_to_the_recipe(tmp_path: Path) -> None:
 
 @pytest.mark.slow   # a fresh interpreter
 def test_importing_metrics_stays_cheap() -> None:
-    code = ("import sys, json, edgebuild.metrics as m; m.parse('top5'); m.goal_problems({'metric': 'cosine', 'min': 1}); "
+    code = ("import sys, json, edgebuild.checks.metrics as m; m.parse('top5'); m.goal_problems({'metric': 'cosine', 'min': 1}); "
             "print(json.dumps([x for x in ('numpy', 'onnx', 'onnxruntime') if x in sys.modules]))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)

@@ -1,4 +1,4 @@
-"""edgebuild.rewrite and source normalization on small ONNX models built here, one per failure pattern
+"""edgebuild.onnx.rewrites and source normalization on small ONNX models built here, one per failure pattern
 seen in published models: initializers listed as inputs, decomposed hard-swish, PRelu, wrongly
 declared fixed shapes, and a whole graph wrapped in an If on a `sample_rate` input."""
 
@@ -19,9 +19,10 @@ from onnx import TensorProto as TP
 from onnx import helper as H
 from onnx import numpy_helper as NH
 
-from edgebuild import rewrite
 from edgebuild.errors import UserError
-from edgebuild.steps import _onnx, _source
+from edgebuild.onnx import graph as onnx_graph
+from edgebuild.onnx import rewrites
+from edgebuild.onnx import source as onnx_source
 from edgebuild.steps.base import RunContext, StepError
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def _same(a: onnx.ModelProto, b: onnx.ModelProto, feed: dict[str, np.ndarray], t
 
 
 def _ops(model: onnx.ModelProto) -> list[str]:
-    return [n.op_type for n in _onnx.iter_nodes(model)]
+    return [n.op_type for n in onnx_graph.iter_nodes(model)]
 
 
 def _conv_stack(act: str, *, channels: int = 8, layers: int = 2, opset: int = 17, consts_as: str = "init",
@@ -130,20 +131,20 @@ def test_drop_initializer_inputs_makes_weights_constants_and_keeps_results() -> 
     m = _conv_stack("clip", consts_as="input")
     n_inits = len(m.graph.initializer)
     assert len(m.graph.input) == 1 + n_inits
-    assert rewrite.fuse_hardswish(copy.deepcopy(m)) == 0     # overridable "constants": nothing to fuse
+    assert rewrites.fuse_hardswish(copy.deepcopy(m)) == 0     # overridable "constants": nothing to fuse
     r = copy.deepcopy(m)
-    assert rewrite.drop_initializer_inputs(r) == n_inits
+    assert rewrites.drop_initializer_inputs(r) == n_inits
     assert [vi.name for vi in r.graph.input] == ["x"]
     onnx.checker.check_model(r)
     _same(m, r, {"x": _x()})
-    assert rewrite.drop_initializer_inputs(r) == 0
-    assert rewrite.fuse_hardswish(r) == 2                    # now they are constants
+    assert rewrites.drop_initializer_inputs(r) == 0
+    assert rewrites.fuse_hardswish(r) == 2                    # now they are constants
 
 
 def test_drop_initializer_inputs_raises_ir_3_models_to_4() -> None:
     m = _conv_stack("prelu", consts_as="input")
     m.ir_version = 3
-    assert rewrite.drop_initializer_inputs(m) == 6     # 2 layers x (weight, bias, slope)
+    assert rewrites.drop_initializer_inputs(m) == 6     # 2 layers x (weight, bias, slope)
     assert m.ir_version == 4
 
 
@@ -155,7 +156,7 @@ def test_drop_initializer_inputs_raises_ir_3_models_to_4() -> None:
 def test_fuse_hardswish_variants_are_fused_and_numerically_identical(act: str, consts_as: str) -> None:
     m = _conv_stack(act, consts_as=consts_as)
     r = copy.deepcopy(m)
-    assert rewrite.fuse_hardswish(r) == 2
+    assert rewrites.fuse_hardswish(r) == 2
     onnx.checker.check_model(r)
     ops = _ops(r)
     assert ops.count("HardSwish") == 2
@@ -170,7 +171,7 @@ def test_fuse_hardswish_keeps_patterns_whose_intermediates_are_used_elsewhere() 
     m = _conv_stack("clip", layers=1)
     m.graph.output.append(H.make_tensor_value_info("r0", TP.FLOAT, None))   # the Clip output is also a model output
     r = copy.deepcopy(m)
-    assert rewrite.fuse_hardswish(r) == 0
+    assert rewrites.fuse_hardswish(r) == 0
     assert r == m
 
 
@@ -178,9 +179,9 @@ def test_fuse_hardswish_needs_exact_constants_and_opset_14() -> None:
     m = _conv_stack("clip", layers=1)
     three = next(t for t in m.graph.initializer if t.name == "three0")
     three.CopyFrom(NH.from_array(_f32(2.0), "three0"))      # x * Clip(x + 2, 0, 6) / 6 is not hard-swish
-    assert rewrite.fuse_hardswish(copy.deepcopy(m)) == 0
+    assert rewrites.fuse_hardswish(copy.deepcopy(m)) == 0
     old = _conv_stack("clip", layers=1, opset=13)
-    assert rewrite.fuse_hardswish(old) == 0                 # no HardSwish before opset 14
+    assert rewrites.fuse_hardswish(old) == 0                 # no HardSwish before opset 14
 
 
 def test_fuse_hardswish_inside_subgraphs() -> None:
@@ -194,7 +195,7 @@ def test_fuse_hardswish_inside_subgraphs() -> None:
     m = H.make_model(g, opset_imports=[H.make_opsetid("", 17)])
     m.ir_version = 8
     r = copy.deepcopy(m)
-    assert rewrite.fuse_hardswish(r) == 1
+    assert rewrites.fuse_hardswish(r) == 1
     onnx.checker.check_model(r)
     _same(m, r, {"x": _x(), "flag": np.array(True)})
 
@@ -205,7 +206,7 @@ def test_fuse_hardswish_inside_subgraphs() -> None:
 def test_prelu_to_max_is_exact_for_slopes_in_0_1() -> None:
     m = _conv_stack("prelu", layers=3)
     r = copy.deepcopy(m)
-    assert rewrite.prelu_to_max(r) == 3
+    assert rewrites.prelu_to_max(r) == 3
     onnx.checker.check_model(r)
     assert "PRelu" not in _ops(r) and _ops(r).count("Max") == 3
     for seed in (1, 2):
@@ -218,11 +219,11 @@ def test_prelu_to_max_leaves_slopes_outside_0_1_and_input_slopes() -> None:
     arr = NH.to_array(slope).copy()
     arr[0] = 1.5
     slope.CopyFrom(NH.from_array(arr, slope.name))
-    assert rewrite.prelu_to_max(copy.deepcopy(m)) == 0
+    assert rewrites.prelu_to_max(copy.deepcopy(m)) == 0
     arr[0] = -0.1
     slope.CopyFrom(NH.from_array(arr, slope.name))
-    assert rewrite.prelu_to_max(copy.deepcopy(m)) == 0
-    assert rewrite.prelu_to_max(_conv_stack("prelu", layers=1, consts_as="input")) == 0   # overridable slope
+    assert rewrites.prelu_to_max(copy.deepcopy(m)) == 0
+    assert rewrites.prelu_to_max(_conv_stack("prelu", layers=1, consts_as="input")) == 0   # overridable slope
 
 
 # -- override_input_dims -----------------------------------------------------------------------
@@ -250,19 +251,19 @@ def test_override_input_dims_lets_a_wrongly_declared_fully_conv_model_run_at_oth
     with pytest.raises(Exception, match="dimensions|shape"):
         _run(m, {"x": x})
     r = copy.deepcopy(m)
-    assert rewrite.override_input_dims(r, {"x": {"shape": [1, 3, 64, 64]}}) == 2   # the input and the output
+    assert rewrites.override_input_dims(r, {"x": {"shape": [1, 3, 64, 64]}}) == 2   # the input and the output
     onnx.checker.check_model(r)
-    assert _onnx.dims(r.graph.input[0]) == [1, 3, 64, 64]
-    assert _onnx.dims(r.graph.output[0]) == [1, 4, 64, 64]                       # inferred, not kept
+    assert onnx_graph.dims(r.graph.input[0]) == [1, 3, 64, 64]
+    assert onnx_graph.dims(r.graph.output[0]) == [1, 4, 64, 64]                       # inferred, not kept
     assert not r.graph.value_info
     (y,) = _run(r, {"x": x}, optimize=True)
     assert y.shape == (1, 4, 64, 64)
     # the same numbers as the model computes at its declared size, on the 32x32 corner
     ref = copy.deepcopy(m)
-    rewrite.override_input_dims(ref, {"x": {"shape": ["n", 3, "h", "w"]}})
-    assert _onnx.dims(ref.graph.input[0]) == ["n", 3, "h", "w"]
-    assert _onnx.dims(ref.graph.output[0])[1] == 4 and len(_onnx.dims(ref.graph.output[0])) == 4
-    assert all(isinstance(d, str) for i, d in enumerate(_onnx.dims(ref.graph.output[0])) if i != 1)   # symbolic, never 1/100
+    rewrites.override_input_dims(ref, {"x": {"shape": ["n", 3, "h", "w"]}})
+    assert onnx_graph.dims(ref.graph.input[0]) == ["n", 3, "h", "w"]
+    assert onnx_graph.dims(ref.graph.output[0])[1] == 4 and len(onnx_graph.dims(ref.graph.output[0])) == 4
+    assert all(isinstance(d, str) for i, d in enumerate(onnx_graph.dims(ref.graph.output[0])) if i != 1)   # symbolic, never 1/100
     for shape in [(10, 3, 32, 32), (2, 3, 20, 28)]:
         xs = _x(shape, seed=3)
         (a,) = _run(ref, {"x": xs}, optimize=True)
@@ -273,7 +274,7 @@ def test_override_input_dims_lets_a_wrongly_declared_fully_conv_model_run_at_oth
 def test_override_input_dims_is_a_no_op_when_dims_agree() -> None:
     m = _fully_conv_wrongly_declared()
     r = copy.deepcopy(m)
-    assert rewrite.override_input_dims(r, {"x": {"shape": [10, 3, 32, 32]}, "nope": {"shape": [1]}}) == 0
+    assert rewrites.override_input_dims(r, {"x": {"shape": [10, 3, 32, 32]}, "nope": {"shape": [1]}}) == 0
     assert r == m
 
 
@@ -334,9 +335,9 @@ def test_fix_inputs_and_inline_constant_if_take_the_branch_and_keep_results() ->
     x = _x((3, 64), seed=4)
     for rate in (16000, 8000):
         r = copy.deepcopy(m)
-        assert rewrite.fix_inputs(r, {"sample_rate": rate}) == 1
+        assert rewrites.fix_inputs(r, {"sample_rate": rate}) == 1
         assert "sample_rate" not in [vi.name for vi in r.graph.input]
-        assert rewrite.inline_constant_if(r) == 1   # the data-dependent Ifs stay
+        assert rewrites.inline_constant_if(r) == 1   # the data-dependent Ifs stay
         onnx.checker.check_model(r, full_check=True)
         assert [n.name for n in r.graph.node if n.op_type == "If"] != ["by_rate"]
         assert not any(n.name == "by_rate" for n in r.graph.node)
@@ -346,13 +347,13 @@ def test_fix_inputs_and_inline_constant_if_take_the_branch_and_keep_results() ->
             np.testing.assert_allclose(_run(r, {"x": xs})[0],
                                        _run(m, {"x": xs, "sample_rate": np.array(rate, dtype=np.int64)})[0],
                                        rtol=1e-5, atol=1e-5)
-        assert _onnx.constant_matmuls(r) == 2                              # in the main graph now
+        assert rewrites.constant_matmuls(r) == 2                              # in the main graph now
 
 
 def test_inline_renames_clashing_branch_names_in_nested_subgraphs_too() -> None:
     r = _if_model()
-    rewrite.fix_inputs(r, {"sample_rate": 16000})
-    rewrite.inline_constant_if(r)
+    rewrites.fix_inputs(r, {"sample_rate": 16000})
+    rewrites.inline_constant_if(r)
     main = {o for n in r.graph.node for o in n.output}
     assert "h" not in main and "h_1" in main                       # `h` is also a local of the bias If's branch
     nested = next(n for n in r.graph.node if n.op_type == "If" and n.output[0] == "z")
@@ -370,10 +371,10 @@ def test_inline_constant_if_folds_conditions_from_fixed_shapes() -> None:
     inits = [NH.from_array(np.array(1, dtype=np.int64), "one"), NH.from_array(np.array(3, dtype=np.int64), "three")]
     m = _model(nodes, [H.make_tensor_value_info("x", TP.FLOAT, ["n", 3])], [H.make_tensor_value_info("y", TP.FLOAT, ["n", 3])],
                inits)
-    assert rewrite.inline_constant_if(copy.deepcopy(m)) == 0     # Shape of a partly symbolic input: not folded
+    assert rewrites.inline_constant_if(copy.deepcopy(m)) == 0     # Shape of a partly symbolic input: not folded
     r = copy.deepcopy(m)
-    rewrite.override_input_dims(r, {"x": {"shape": [2, 3]}})
-    assert rewrite.inline_constant_if(r) == 1
+    rewrites.override_input_dims(r, {"x": {"shape": [2, 3]}})
+    assert rewrites.inline_constant_if(r) == 1
     assert _ops(r) == ["Neg"]
     x = _x((2, 3))
     np.testing.assert_allclose(_run(r, {"x": x})[0], -x)
@@ -382,7 +383,7 @@ def test_inline_constant_if_folds_conditions_from_fixed_shapes() -> None:
 def test_inline_constant_if_leaves_data_dependent_ifs() -> None:
     m = _if_model()
     r = copy.deepcopy(m)
-    assert rewrite.inline_constant_if(r) == 0
+    assert rewrites.inline_constant_if(r) == 0
     assert r == m
 
 
@@ -408,7 +409,7 @@ def test_normalized_if_model_has_no_if_and_quantize_dynamic_then_quantizes_its_m
     inputs = {"x": {"shape": ["batch", 64], "dtype": "float32"},
               "sample_rate": {"shape": [], "dtype": "int64", "value": 16000}}
     out = tmp_path / "source.onnx"
-    facts = _source.normalize(src, inputs, out)
+    facts = onnx_source.normalize(src, inputs, out)
     assert facts == {"fixed": {"sample_rate": 16000}, "if_inlined": 1,
                      "outputs": {"y": {"declared": [1, "seqlen"], "now": ["batch", 10]}}}
     norm = onnx.load(str(out))
@@ -427,9 +428,9 @@ def test_normalize_does_nothing_when_the_recipe_agrees_with_the_graph(tmp_path: 
     src = tmp_path / "fcn.onnx"
     onnx.save(_fully_conv_wrongly_declared(), str(src))
     out = tmp_path / "source.onnx"
-    assert _source.normalize(src, {"x": {"shape": [10, 3, 32, 32], "dtype": "float32"}}, out) is None
+    assert onnx_source.normalize(src, {"x": {"shape": [10, 3, 32, 32], "dtype": "float32"}}, out) is None
     assert not out.exists()
-    facts = _source.normalize(src, {"x": {"shape": [1, 3, "h", "w"], "dtype": "float32"}}, out)
+    facts = onnx_source.normalize(src, {"x": {"shape": [1, 3, "h", "w"], "dtype": "float32"}}, out)
     assert facts == {"inputs": {"x": {"declared": [10, 3, 32, 32], "now": [1, 3, "h", "w"]}},
                      "outputs": {"y": {"declared": [1, 100], "now": [1, 4, "?", "?"]}}}
     (y,) = _run(onnx.load(str(out)), {"x": _x((1, 3, 64, 48))}, optimize=True)
@@ -440,12 +441,12 @@ def test_normalize_rejects_a_value_that_does_not_fill_the_shape(tmp_path: Path) 
     src = tmp_path / "wrapped.onnx"
     onnx.save(_if_model(), str(src))
     with pytest.raises(StepError) as info:
-        _source.normalize(src, {"sample_rate": {"shape": [2], "dtype": "int64", "value": 16000}}, tmp_path / "s.onnx")
+        onnx_source.normalize(src, {"sample_rate": {"shape": [2], "dtype": "int64", "value": 16000}}, tmp_path / "s.onnx")
     assert info.value.recipe_path == ("model", "inputs", "sample_rate", "value")
 
 
 def test_worker_normalizes_the_recipe_model_and_reports_it_under_source(tmp_path: Path) -> None:
-    from edgebuild import worker
+    from edgebuild.engine import worker
 
     src = tmp_path / "wrapped.onnx"
     onnx.save(_if_model(), str(src))
@@ -490,7 +491,7 @@ def _recipe(tmp_path: Path, inputs: str, model: onnx.ModelProto | None = None) -
 
 
 def test_recipe_value_fixes_an_input_and_dims_may_override_the_graph(tmp_path: Path) -> None:
-    from edgebuild import recipe
+    from edgebuild.frontend import recipe
 
     r = recipe.load(_recipe(tmp_path, """\
         sample_rate: {shape: [], value: 16000}
@@ -504,7 +505,7 @@ def test_recipe_value_fixes_an_input_and_dims_may_override_the_graph(tmp_path: P
 
 
 def test_recipe_errors_for_value_on_a_non_input_rank_change_and_bad_values(tmp_path: Path) -> None:
-    from edgebuild import recipe
+    from edgebuild.frontend import recipe
 
     with pytest.raises(UserError) as info:
         recipe.load(_recipe(tmp_path, "sample_rte: {shape: [], value: 16000}\n"))

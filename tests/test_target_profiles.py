@@ -394,8 +394,8 @@ def test_x86_64_facts(profiles: dict[str, dict[str, Any]]) -> None:
 
 
 def test_a_custom_profile_with_more_threads_than_cores_is_a_located_error(tmp_path: Path) -> None:
-    from edgebuild import targets
     from edgebuild.errors import UserError
+    from edgebuild.frontend import targets
 
     text = (Path(__file__).resolve().parents[1] / "targets" / "x86-64.yaml").read_text()
     (tmp_path / "box.yaml").write_text(text.replace("threads: 8", "threads: 64"))

@@ -70,7 +70,7 @@ def test_checks_measure_every_artifact_and_pick_the_fastest_candidate(built: Pat
     pi = m["targets"]["raspberry-pi-5"]
     sel = pi["selection"]
     assert sel["by"] == "latency" and [c["step"] for c in sel["candidates"]] == ["int8", "qdq", "fp32"]
-    from edgebuild.checks import TIE
+    from edgebuild.checks.judge import TIE
 
     passing = [c for c in sel["candidates"] if c["passed"]]   # in the order of best:
     fastest = min(c["value"] for c in passing)

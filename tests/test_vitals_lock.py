@@ -18,8 +18,10 @@ RECIPE = ROOT / "recipes" / "vitals.yaml"
 def test_the_committed_lock_matches_the_plan(tmp_path: Path) -> None:
     """A change to a step kind's code, a tool version or the recipe changes the plan: then CI's
     `edgebuild run recipes/vitals.yaml --locked` fails, and this test says so first."""
-    from edgebuild import lock, lockfile, plan, recipe
-    from edgebuild.digest import StatCache
+    from edgebuild.engine import plan
+    from edgebuild.engine.digest import StatCache
+    from edgebuild.frontend import recipe
+    from edgebuild.trust import lock, lockfile
 
     os.environ.setdefault("EDGEBUILD_HOST_GPU", "none")
     p = plan.build(recipe.load(RECIPE), StatCache(tmp_path / "stat.json"))

@@ -24,9 +24,9 @@ from . import corpus
 
 def session(path: Path | str | bytes, threads: int = 1, optimize: bool = True) -> Any:
     """A CPU session opened the way edgebuild opens one (same threads, logging, optimization level)."""
-    from edgebuild.steps import _onnx
+    from edgebuild.onnx import runtime as onnx_runtime
 
-    return _onnx.session(path, optimize=optimize, threads=threads)
+    return onnx_runtime.session(path, optimize=optimize, threads=threads)
 
 
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
@@ -75,7 +75,7 @@ def metric(m: corpus.Model, ref: dict[str, np.ndarray], cand: dict[str, np.ndarr
            folder: Path, n: int) -> float:
     """The model's task metric on the first n samples, computed by edgebuild's own metrics module (user metric
     files beside the recipe). `ref` may hold more samples than `cand`: its first ones are used."""
-    from edgebuild import metrics
+    from edgebuild.checks import metrics
 
     n_all = len(next(iter(data.values())))
     r, c = {}, {}

@@ -52,7 +52,7 @@ def remote_url(arg: str | None) -> str | None:
 def open_remote(text: str, read_only: bool, timeout_s: float) -> Any:
     """A Remote for a --remote URL: a malformed URL, an unknown scheme or a missing package is a user error
     now, before anything is built; whether the remote answers is found out when a step first needs it."""
-    from edgebuild import remote, stores
+    from edgebuild.engine import remote, stores
 
     url = stores.parse(text)
     return remote.Remote(url, stores.open_store(url, timeout_s), read_only, timeout_s)
@@ -86,21 +86,21 @@ def read_history(cache: Path, recipe: Path) -> dict[str, Any]:
 
 def load_plan(recipe_path: Path, cache_arg: Path | None, targets: list[str] | None, force: set[str] | None = None) -> Any:
     """Load the recipe, plan it, and mark each node cached or will-run with its reasons."""
-    from edgebuild import plan as plan_mod
-    from edgebuild import recipe as recipe_mod
-    from edgebuild.cache import Cache
+    from edgebuild.engine import plan as plan_mod
+    from edgebuild.engine.cache import Cache
     from edgebuild.errors import Problem, UserError
+    from edgebuild.frontend import recipe as recipe_mod
 
     r = recipe_mod.load(recipe_path)
     names = [t.name for t in r.targets]
     for t in targets or []:
         if t not in names:
-            from edgebuild.validate import did_you_mean
+            from edgebuild.frontend.validate import did_you_mean
             raise UserError(Problem(f"--target {t}: not a target of {recipe_path}", None,
                                     did_you_mean(t, names) or f"its targets: {', '.join(names)}"))
     for f in sorted(force or ()):
         if f not in r.steps:
-            from edgebuild.validate import did_you_mean
+            from edgebuild.frontend.validate import did_you_mean
             raise UserError(Problem(f"--force {f}: no step '{f}' in {recipe_path}", None,
                                     did_you_mean(f, list(r.steps)) or f"its steps: {', '.join(r.steps)}"))
     cache = Cache(cache_root(cache_arg, recipe_path))

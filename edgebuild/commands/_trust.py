@@ -63,7 +63,7 @@ def forces_build(args: argparse.Namespace) -> bool:
 def after_noop(args: argparse.Namespace, manifest: str) -> None:
     """`run --sign` on an up-to-date build still signs what is published."""
     if args.sign is not None:
-        from edgebuild import signing
+        from edgebuild.trust import signing
 
         signing.sign_dist(Path(manifest).parent, args.sign)
 
@@ -71,7 +71,7 @@ def after_noop(args: argparse.Namespace, manifest: str) -> None:
 def finish(args: argparse.Namespace, lock: Any, plan: Any, manifest: dict[str, Any], verdicts: dict[str, Any],
            out: Path) -> None:
     """After a good build: the lock, the provenance, the signatures (or, unsigned, no stale ones)."""
-    from edgebuild import provenance, signing
+    from edgebuild.trust import provenance, signing
 
     lock.finish(manifest, verdicts)
     provenance.write(out, plan, manifest)
@@ -83,7 +83,7 @@ def finish(args: argparse.Namespace, lock: Any, plan: Any, manifest: dict[str, A
 
 def watch(record: dict[str, Any], lock: Any) -> dict[str, Any]:
     """The no-op record watches the lock too: an edited or deleted lock means a build (and a check)."""
-    from edgebuild.digest import sha256_file
+    from edgebuild.engine.digest import sha256_file
 
     if not lock.off and lock.file.is_file():
         st = lock.file.stat()

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebuild.cache import Cache
+    from edgebuild.engine.cache import Cache
 
     if args.action == "push":
         return _push(args)
@@ -70,7 +70,7 @@ def _info(args: argparse.Namespace, cache: Any) -> int:
     if last and last.get("url") == url:
         from dataclasses import fields
 
-        from edgebuild.remote import Traffic
+        from edgebuild.engine.remote import Traffic
 
         known = {f.name for f in fields(Traffic)}
         t = Traffic(**{k: v for k, v in last.get("traffic", {}).items() if k in known})
@@ -109,8 +109,8 @@ def _remote(args: argparse.Namespace, root: Path, read_only: bool) -> Any:
 
 def _push(args: argparse.Namespace) -> int:
     """Upload the entries a recipe's last build used (built offline, or while the remote was down)."""
-    from edgebuild.cache import Cache
     from edgebuild.commands._common import read_history
+    from edgebuild.engine.cache import Cache
     from edgebuild.errors import Problem, UserError
 
     if args.recipe is None:
@@ -139,7 +139,7 @@ def _state_keys(cache: Any) -> list[str]:
 
 
 def _gc_remote(args: argparse.Namespace, cache: Any) -> int:
-    from edgebuild import remote as remote_mod
+    from edgebuild.engine import remote as remote_mod
     from edgebuild.errors import Problem, UserError
 
     if not args.older_than:
@@ -153,7 +153,7 @@ def _gc_remote(args: argparse.Namespace, cache: Any) -> int:
     try:
         swept = remote_mod.gc(r.store, age)
     except Exception as exc:   # the remote failed midway: what was dropped is gone, the rest stays
-        from edgebuild.stores import reason
+        from edgebuild.engine.stores import reason
 
         what, hint = reason(exc)
         raise UserError(Problem(f"cache gc --remote {r.url.text} stopped: {what}", None, hint)) from None

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgebuild.commands._common import load_plan
     from edgebuild.errors import Problem, UserError
-    from edgebuild.validate import did_you_mean
+    from edgebuild.frontend.validate import did_you_mean
 
     plan, _ = load_plan(args.recipe, args.cache, None)
     step, _, target = args.step.partition("@")

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rows(plan: Any) -> list[dict[str, Any]]:
-    from edgebuild.plan import shared_with
+    from edgebuild.engine.plan import shared_with
 
     return [{"node": n.id, "step": n.step.id, "use": n.step.use, "target": n.target.name if n.target else None,
              "from": n.upstream, "key": n.key, "status": {"cached": "cached", "deferred": "deferred"}.get(n.status, "will run"),

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebuild import report
+    from edgebuild.output import report
 
     out = report.write(args.manifest, args.output)
     print(f"report: {out}")

@@ -48,7 +48,7 @@ def _wait_seconds(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    from edgebuild import fastpath
+    from edgebuild.engine import fastpath
 
     root = cache_root(args.cache, args.recipe)
     args.out = args.out or Path("dist")
@@ -71,8 +71,8 @@ def _scheduler(args: argparse.Namespace) -> str | None:
     text = args.executor if args.executor is not None else os.environ.get("EDGEBUILD_EXECUTOR", "")
     if not text.strip():
         return None
-    from edgebuild import cluster
     from edgebuild.commands._common import remote_url
+    from edgebuild.engine import cluster
     from edgebuild.errors import Problem, UserError
 
     address = cluster.parse_executor(text)
@@ -102,17 +102,17 @@ def _print_noop(rec: dict[str, Any], as_json: bool, seconds: float) -> int:
 
 
 def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int:
-    from edgebuild import runners
+    from edgebuild.engine import runners
 
     # the runner gets ready while the recipe is planned (the workers' fork server loads its libraries); the
     # end-of-build table's modules are imported after that, while the main thread only waits for steps
     runner = runners.chosen()
     cluster = None
     if args.scheduler is not None:   # connecting (importing distributed, the handshake) overlaps planning
-        from edgebuild.cluster import Cluster
+        from edgebuild.engine.cluster import Cluster
 
         cluster = Cluster(args.scheduler, args.executor_timeout)
-    runner.warm_up(() if args.json else ("edgebuild.summary", "rich.console", "rich.table", "rich.text"))
+    runner.warm_up(() if args.json else ("edgebuild.output.summary", "rich.console", "rich.table", "rich.text"))
     try:
         return _build_with(args, root, record, t0, runner, cluster)
     finally:
@@ -121,10 +121,11 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
 
 
 def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, runner: Any, cluster: Any) -> int:
-    from edgebuild import fastpath, progress, publish
     from edgebuild.commands._common import load_plan, open_remote, remote_url
+    from edgebuild.engine import fastpath, progress
+    from edgebuild.engine.execute import Executor
     from edgebuild.errors import BuildFailed, Problem
-    from edgebuild.execute import Executor
+    from edgebuild.output import publish
     url = remote_url(args.remote)
     remote = open_remote(url, args.remote_read_only, args.remote_timeout) if url else None
     if remote is not None:
@@ -132,20 +133,20 @@ def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, r
     plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
     pins: dict[str, list[str]] = {}
     if cluster is not None:
-        from edgebuild import cluster as cluster_mod
+        from edgebuild.engine import cluster as cluster_mod
 
         cluster.ready()
         pins = cluster_mod.route(plan, cluster, args.wait, cache)   # deferral by what the connected workers offer
     elif (plan.recipe.checks.get("latency") or {}).get("where") == "device":
-        from edgebuild import cluster as cluster_mod
+        from edgebuild.engine import cluster as cluster_mod
 
         cluster_mod.measured_here(plan)
-    from edgebuild.cache import CACHE_HINT, make_folder
+    from edgebuild.engine.cache import CACHE_HINT, make_folder
 
     out = publish.out_dir(plan, args.out)
     make_folder(cache.root, "cache folder", CACHE_HINT)   # an unusable --cache or --out fails now, before any
     make_folder(out, "output folder", publish.OUT_HINT)   # step runs, not after the build
-    from edgebuild import lock as lock_mod
+    from edgebuild.trust import lock as lock_mod
 
     lock = lock_mod.Session(args, plan, cache, out)   # --locked: a plan that differs from the lock fails here, first
     missing = [n.key for n in plan.order() if n.status == "run" and n.step.id not in args.force]
@@ -171,9 +172,9 @@ def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, r
     traffic = _finish_remote(remote, plan, outcomes, cache.root) if remote is not None else None
     if remote is not None and args.remote_required:
         _required(remote, remote.failure)
-    from edgebuild import checks
+    from edgebuild.checks import judge
 
-    verdicts = checks.judge(plan, cache, outcomes, lock.choices)
+    verdicts = judge.judge(plan, cache, outcomes, lock.choices)
     published: list[str] = []
     manifest = publish.publish(plan, cache, outcomes, out, verdicts, published, lock.release(verdicts))
     publish.write_build_log(out, plan, outcomes, t0)
@@ -227,9 +228,9 @@ def _on_cluster(cluster: Any, plan: Any, cache: Any, remote: Any, timeout_s: flo
     that cannot be used ends the build here: the workers would have nothing to build from)."""
     import functools
 
-    from edgebuild import cluster as cluster_mod
-    from edgebuild.cluster_executor import ClusterExecutor
-    from edgebuild.remote import Gone
+    from edgebuild.engine import cluster as cluster_mod
+    from edgebuild.engine.cluster_executor import ClusterExecutor
+    from edgebuild.engine.remote import Gone
 
     _required(remote, remote.check())
     try:
@@ -251,7 +252,7 @@ def _finish_remote(remote: Any, plan: Any, outcomes: dict[str, Any], root: Path)
     remote.finish(used)
     for w in remote.warnings:
         print(w, file=sys.stderr)
-    from edgebuild import fastpath
+    from edgebuild.engine import fastpath
 
     fastpath.write(root / "remote.json", {"url": remote.url.text, "read_only": remote.read_only, "at": time.time(),
                                           "traffic": vars(remote.traffic), "failure": remote.failure})
@@ -270,7 +271,7 @@ def _required(remote: Any, failure: str | None) -> None:
 
 def _print_table(manifest: dict[str, Any], targets: list[str], quiet: bool) -> None:
     if not quiet:
-        from edgebuild import summary
+        from edgebuild.output import summary
         summary.print_table(manifest, targets)
 
 
@@ -332,8 +333,8 @@ def _deferred_warnings(deferred: list[dict[str, Any]]) -> None:
 
 def _write_history(plan: Any, cache: Any, outcomes: dict[str, Any], recipe: Path) -> None:
     """Remember each built node's key material, so `explain` and `plan` can say what changed."""
-    from edgebuild import fastpath
     from edgebuild.commands._common import read_history
+    from edgebuild.engine import fastpath
 
     hist = read_history(cache.root, recipe)
     mats = hist.get("materials", {})
@@ -345,8 +346,8 @@ def _write_history(plan: Any, cache: Any, outcomes: dict[str, Any], recipe: Path
 
 
 def _record(plan: Any, cache: Any, outcomes: dict[str, Any], out: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    from edgebuild import fastpath
-    from edgebuild.plan import watched_files
+    from edgebuild.engine import fastpath
+    from edgebuild.engine.plan import watched_files
 
     stats = cache.stats
     watched = {str(Path(p).resolve()): stats.stamp(p) for p in watched_files(plan)}

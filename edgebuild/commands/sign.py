@@ -12,9 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebuild import signing
     from edgebuild.commands._trust import KEY_HINT
     from edgebuild.errors import Problem, UserError
+    from edgebuild.trust import signing
 
     folder = args.folder.parent if args.folder.name == "manifest.json" else args.folder
     if not args.key.is_file():

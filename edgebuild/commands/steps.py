@@ -13,8 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgebuild.errors import Problem, UserError
+    from edgebuild.frontend.validate import did_you_mean
     from edgebuild.steps import kinds
-    from edgebuild.validate import did_you_mean
 
     ks = kinds()
     if args.kind and args.kind not in ks:

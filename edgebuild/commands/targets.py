@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebuild import targets
+    from edgebuild.frontend import targets
 
     if not args.name:
         for name in targets.available():

@@ -12,11 +12,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebuild import plan as plan_mod
-    from edgebuild import recipe as recipe_mod
     from edgebuild.commands._common import cache_root
-    from edgebuild.digest import StatCache
+    from edgebuild.engine import plan as plan_mod
+    from edgebuild.engine.digest import StatCache
     from edgebuild.errors import BuildFailed, UserError
+    from edgebuild.frontend import recipe as recipe_mod
 
     problems = []
     for path in args.recipes:

@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebuild import verify
     from edgebuild.errors import Location, Problem, UserError
+    from edgebuild.trust import verify
 
     path = verify.manifest_file(args.manifest)
     manifest = verify.load(path)
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.min_release is not None:
         sections.append(("release", [verify.check_release(manifest, args.min_release)]))
     if args.key is not None:
-        from edgebuild import signing
+        from edgebuild.trust import signing
 
         sections.append((f"signatures ({args.key})", signing.verify_dist(out, args.key)))
     if args.rebuild:

@@ -38,7 +38,7 @@ def _count(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebuild import cluster
+    from edgebuild.engine import cluster
 
     if args.scheduler is None and not args.print:
         from edgebuild.errors import Problem, UserError
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     resources = {k: v for k, v in sorted(resources.items()) if v > 0}
     argv = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", str(args.nthreads),
             "--resources", " ".join(f"{k}={v:g}" for k, v in resources.items()),
-            "--preload", "edgebuild.cluster_task", "--name", args.name or f"{cluster.hostname()}-{os.getpid()}",
+            "--preload", "edgebuild.engine.cluster_task", "--name", args.name or f"{cluster.hostname()}-{os.getpid()}",
             "--no-dashboard"] + (["--no-nanny"] if args.no_nanny else [])
     if args.print:
         for k, v in resources.items():
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_installed() -> None:
-    from edgebuild import dists
+    from edgebuild.engine import dists
 
     if dists.version("distributed") is None:
         from edgebuild.errors import Problem, UserError

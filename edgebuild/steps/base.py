@@ -67,9 +67,9 @@ class PlanContext:
 
     step_id: str
     params: dict[str, Any]
-    recipe: Any                      # edgebuild.recipe.Recipe
+    recipe: Any                      # edgebuild.frontend.recipe.Recipe
     input_kind: str | None
-    targets: list[Any]               # edgebuild.targets.Target objects that will use this node
+    targets: list[Any]               # edgebuild.frontend.targets.Target objects that will use this node
     problems: list[Problem] = field(default_factory=list)
 
     def error(self, message: str, param: str | None = None, hint: str | None = None) -> None:
@@ -139,7 +139,7 @@ class StepKind:
     # shared cache never hands one machine's measurements to another kind of machine
     host_specific: ClassVar[bool] = False
     # non-Python files that shape its output (templates, data), relative to the edgebuild package; they enter
-    # the key with its module and every edgebuild module that module imports (found by edgebuild.codedeps)
+    # the key with its module and every edgebuild module that module imports (found by edgebuild.engine.codedeps)
     code_files: ClassVar[tuple[str, ...]] = ()
 
     @classmethod

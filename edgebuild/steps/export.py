@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from edgebuild.steps import _pytorch
-from edgebuild.steps._pytorch import FACTORY, WEIGHTS, flatten, short
+from edgebuild.pytorch import modules as torch_modules
+from edgebuild.pytorch.modules import FACTORY, WEIGHTS, flatten, short
 from edgebuild.steps.base import ONNX, PYTORCH, RunContext, StepError, StepKind
 
 __all__ = ["FACTORY", "WEIGHTS", "Export"]
@@ -51,7 +51,8 @@ class Export(StepKind):
         import onnx
         import torch
 
-        from edgebuild.steps import _onnx
+        from edgebuild.onnx import graph as onnx_graph
+        from edgebuild.onnx import runtime as onnx_runtime
 
         p = ctx.params
         opset = int(p["opset"])
@@ -65,7 +66,7 @@ class Export(StepKind):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)   # the same float results (constant folding, reference outputs) on every machine
         try:
-            module = _pytorch.load(ctx)
+            module = torch_modules.load(ctx)
             samples = _samples(ctx, int(p["samples"]), p.get("data"))
             trace_feed = _trace_feed(ctx, samples)
             names = list(ctx.inputs)
@@ -79,15 +80,15 @@ class Export(StepKind):
             torch.set_num_threads(threads)
 
         _normalize(model)
-        _onnx.save(model, ctx.output_model, ctx.ir_version, ctx.max_opset, opset_path)
+        onnx_graph.save(model, ctx.output_model, ctx.ir_version, ctx.max_opset, opset_path)
         ctx.log.info("wrote %s (%d bytes, IR version %d)", ctx.output_model.name,
-                     _onnx.file_size(ctx.output_model), min(model.ir_version, ctx.ir_version))
+                     onnx_graph.file_size(ctx.output_model), min(model.ir_version, ctx.ir_version))
 
         worst = _compare(ctx, module, ctx.output_model, samples, names, out_names)
         tol = float(p["tolerance"])
         saved = onnx.load(str(ctx.output_model), load_external_data=False)
-        facts = {"max_abs_diff": _onnx.sig3(worst), "samples": len(samples), "opset": opset,
-                 "inputs": _onnx.graph_inputs(saved), "outputs": _onnx.graph_outputs(saved)}
+        facts = {"max_abs_diff": onnx_runtime.sig3(worst), "samples": len(samples), "opset": opset,
+                 "inputs": onnx_graph.graph_inputs(saved), "outputs": onnx_graph.graph_outputs(saved)}
         ctx.log.info("largest |PyTorch - ONNX Runtime| over %d sample(s): %s (tolerance %g)",
                      len(samples), facts["max_abs_diff"], tol)
         if not worst <= tol:   # also catches NaN
@@ -109,7 +110,7 @@ def _samples(ctx: RunContext, n: int, data: str | None) -> list[dict[str, Any]]:
     """Sample feeds: from the named dataset (batches of one), or seeded random inputs."""
     import numpy as np
 
-    from edgebuild import datasets
+    from edgebuild.frontend import datasets
 
     names = list(ctx.inputs)
     if data:
@@ -239,10 +240,10 @@ def _export(ctx: RunContext, module: Any, feed: dict[str, Any], names: list[str]
 
 def _normalize(model: Any) -> None:
     """Drop what makes bytes depend on where or when the export ran (doc strings, node metadata)."""
-    from edgebuild.steps import _onnx
+    from edgebuild.onnx import graph as onnx_graph
 
     model.doc_string = ""
-    for g in _onnx.iter_graphs(model.graph):
+    for g in onnx_graph.iter_graphs(model.graph):
         g.doc_string = ""
         for node in g.node:
             node.doc_string = ""
@@ -254,9 +255,9 @@ def _compare(ctx: RunContext, module: Any, path: Path, samples: list[dict[str, A
     import numpy as np
     import torch
 
-    from edgebuild.steps import _onnx
+    from edgebuild.onnx import runtime as onnx_runtime
 
-    sess = _onnx.check_loads(path, "exported", hint="the exported graph uses something ONNX Runtime's CPU provider lacks; try another opset")
+    sess = onnx_runtime.check_loads(path, "exported", hint="the exported graph uses something ONNX Runtime's CPU provider lacks; try another opset")
     fed = [i.name for i in sess.get_inputs()]   # the exporter drops inputs forward() does not use
     worst = 0.0
     threads = torch.get_num_threads()

@@ -31,17 +31,18 @@ class Fp16(StepKind):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import warnings
 
-        from edgebuild.steps import _onnx
+        from edgebuild.onnx import graph as onnx_graph
+        from edgebuild.onnx import runtime as onnx_runtime
 
-        with _onnx.keep_root_logging():
+        with onnx_runtime.keep_root_logging():
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        from edgebuild.steps import _quantize
+        from edgebuild.onnx import quantize as onnx_quantize
 
-        model = _onnx.load(ctx.input_model)
-        size_before = _onnx.file_size(ctx.input_model)
-        pre = _quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
-        before = _onnx.initializer_dtypes(model)
+        model = onnx_graph.load(ctx.input_model)
+        size_before = onnx_graph.file_size(ctx.input_model)
+        pre = onnx_quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
+        before = onnx_graph.initializer_dtypes(model)
         if not before.get("float32"):
             raise StepError("the model has no float32 weights to convert",
                             hint="fp16 converts a float32 model; take this step from an fp32 model (e.g. the export step)")
@@ -53,10 +54,10 @@ class Fp16(StepKind):
                 out = convert_float_to_float16(model, keep_io_types=keep)
         for w in caught:   # e.g. weights clipped to the float16 range
             ctx.log.warning("converter: %s", str(w.message).strip())
-        _onnx.topo_sort(out.graph)   # the converter appends the input Casts after the nodes that read them
-        size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
-        _onnx.check_loads(ctx.output_model, "float16")
-        after = _onnx.initializer_dtypes(out)
+        onnx_graph.topo_sort(out.graph)   # the converter appends the input Casts after the nodes that read them
+        size_after = onnx_graph.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
+        onnx_runtime.check_loads(ctx.output_model, "float16")
+        after = onnx_graph.initializer_dtypes(out)
         ctx.log.info("size %d -> %d bytes; initializers by type: %s", size_before, size_after, after)
         return {"initializers": after, "keep_io_types": keep, "preprocess": pre, "size_before": size_before,
                 "size_after": size_after}

@@ -40,23 +40,24 @@ class Int4(StepKind):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import logging
 
-        from edgebuild.steps import _onnx
+        from edgebuild.onnx import graph as onnx_graph
+        from edgebuild.onnx import rewrites
+        from edgebuild.onnx import runtime as onnx_runtime
 
-        with _onnx.keep_root_logging():
-            from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
-                                                                         MatMulNBitsQuantizer)
+        with onnx_runtime.keep_root_logging():
+            from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
             from onnxruntime.quantization.quant_utils import QuantFormat
 
         p = ctx.params
-        from edgebuild.steps import _quantize
+        from edgebuild.onnx import quantize as onnx_quantize
 
-        model = _onnx.load(ctx.input_model)
-        size_before = _onnx.file_size(ctx.input_model)
-        pre = _quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
-        converted = _onnx.gemm_to_matmul(model)
+        model = onnx_graph.load(ctx.input_model)
+        size_before = onnx_graph.file_size(ctx.input_model)
+        pre = onnx_quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
+        converted = rewrites.gemm_to_matmul(model)
         if converted:
             ctx.log.info("rewrote %d Gemm node(s) with constant weights as MatMul + Add", converted)
-        candidates = _onnx.constant_matmuls(model)
+        candidates = rewrites.constant_matmuls(model)
         if candidates == 0:
             raise StepError(
                 "no MatMul with constant weights to quantize: INT4 weight-only quantization would leave the model unchanged",
@@ -77,13 +78,13 @@ class Int4(StepKind):
         finally:
             quiet.setLevel(level)
         out = quantizer.model.model
-        ops = _onnx.count_ops(out)
+        ops = onnx_graph.count_ops(out)
         if not ops.get("MatMulNBits"):
             raise StepError(
                 "no MatMul with constant weights to quantize: INT4 weight-only quantization would leave the model unchanged",
                 hint="int4 targets transformer and MLP models whose weights sit in MatMul/Gemm (Linear layers)")
-        size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
-        _onnx.check_loads(ctx.output_model, "int4")
+        size_after = onnx_graph.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
+        onnx_runtime.check_loads(ctx.output_model, "int4")
         ctx.log.info("size %d -> %d bytes; %d MatMulNBits node(s)", size_before, size_after, ops["MatMulNBits"])
         return {"quantized": ops["MatMulNBits"], "gemm_rewritten": converted, "ops": ops, "preprocess": pre,
                 "size_before": size_before, "size_after": size_after}

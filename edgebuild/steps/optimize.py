@@ -1,6 +1,6 @@
 """optimize: edgebuild's own ONNX graph rewrites, then ONNX Runtime's graph optimizations, saved offline as a new model.
 
-Before ONNX Runtime sees the model, edgebuild (edgebuild/rewrite.py) drops initializers listed as
+Before ONNX Runtime sees the model, edgebuild (edgebuild/onnx/rewrites/) drops initializers listed as
 graph inputs (which block constant folding and fusions), fuses decomposed hard-swish into
 HardSwish, and writes PRelu with a [0, 1] slope as Max(x, x * slope); each can be turned off. The
 facts count what each rewrite changed.
@@ -58,20 +58,20 @@ class Optimize(StepKind):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import onnxruntime as ort
 
-        from edgebuild import rewrite
-        from edgebuild.steps import _onnx
+        from edgebuild.onnx import graph as onnx_graph
+        from edgebuild.onnx import rewrites
 
         p = ctx.params
         level = p["level"]
-        before = _onnx.load(ctx.input_model)
-        nodes_before = _onnx.node_count(before)
+        before = onnx_graph.load(ctx.input_model)
+        nodes_before = onnx_graph.node_count(before)
         counts = {}
         if p.get("drop_initializer_inputs", True):
-            counts["drop_initializer_inputs"] = rewrite.drop_initializer_inputs(before)
+            counts["drop_initializer_inputs"] = rewrites.drop_initializer_inputs(before)
         if p.get("fuse", True):
-            counts["fuse_hardswish"] = rewrite.fuse_hardswish(before)
+            counts["fuse_hardswish"] = rewrites.fuse_hardswish(before)
         if p.get("prelu_as_max", True):
-            counts["prelu_to_max"] = rewrite.prelu_to_max(before)
+            counts["prelu_to_max"] = rewrites.prelu_to_max(before)
         counts = {k: v for k, v in counts.items() if v}
         for k, v in counts.items():
             ctx.log.info("%s: %d change(s)", k, v)
@@ -92,9 +92,9 @@ class Optimize(StepKind):
             so.optimized_model_filepath = str(out)
             with tool_errors("ONNX Runtime cannot load the input model"):
                 ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
-            model = _onnx.load(out)
-        nodes_after = _onnx.node_count(model)
-        _onnx.save(model, ctx.output_model, ctx.ir_version, ctx.max_opset)
+            model = onnx_graph.load(out)
+        nodes_after = onnx_graph.node_count(model)
+        onnx_graph.save(model, ctx.output_model, ctx.ir_version, ctx.max_opset)
         ctx.log.info("nodes: %d -> %d", nodes_before, nodes_after)
         facts: dict[str, Any] = {"level": level, "nodes_before": nodes_before, "nodes_after": nodes_after}
         if counts:

@@ -7,7 +7,7 @@ adds, concatenations: DepGraph follows those dependencies — so the exported gr
 The layers that produce the model's outputs keep their channels (so do the ones named in `ignore:`), and
 channel counts stay multiples of `round_to` so SIMD kernels keep their full width.
 
-The output is a PyTorch model (`model.pt` + `module.json`, see steps/_pytorch.py) that `export`, or
+The output is a PyTorch model (`model.pt` + `module.json`, see edgebuild/pytorch/modules.py) that `export`, or
 another pytorch step, takes with `from:`.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgebuild.errors import Problem
-from edgebuild.steps import _training
+from edgebuild.pytorch import training
 from edgebuild.steps.base import PYTORCH, PlanContext, RunContext, StepError, StepKind, tool_errors
 
 TRACE_HINT = ("Torch-Pruning traces forward() with an example batch to find which layers depend on which; "
@@ -48,7 +48,7 @@ class Prune(StepKind):
         "steps": {"type": "integer", "minimum": 1, "maximum": 50, "default": 1,
                   "description": "Prune in this many rounds, re-ranking channels (and fine-tuning) after each."},
         "fine_tune": {"type": ["object", "null"], "default": None,
-                      "properties": _training.schema(epochs=3, batch=32, lr=1e-3), "required": ["data"],
+                      "properties": training.schema(epochs=3, batch=32, lr=1e-3), "required": ["data"],
                       "additionalProperties": False,
                       "description": "Train after each pruning round on a labelled dataset (cross-entropy of the "
                                      "first output): {data, epochs (per round), lr, batch, optimizer}."},
@@ -78,50 +78,50 @@ class Prune(StepKind):
             ctx.error("importance: taylor ranks channels by weight x gradient, which needs training data",
                       "importance", "add `fine_tune: {data: <a dataset with labels>}`, or use `importance: l2`")
         if ft:
-            why = _training.labels_problem(ctx.recipe, ft["data"])
+            why = training.labels_problem(ctx.recipe, ft["data"])
             if why:
                 ctx.problems.append(Problem(f"fine_tune: {why}; fine-tuning trains on labels",
                                             doc.at(("steps", ctx.step_id, "with", "fine_tune", "data")),
                                             "save the dataset with `labels` (one class id per sample)"))
         if p.get("eval"):
-            why = _training.labels_problem(ctx.recipe, p["eval"])
+            why = training.labels_problem(ctx.recipe, p["eval"])
             if why:
                 ctx.error(f"eval: {why}; accuracy needs labels", "eval", "name a dataset with `labels`")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        with _training.deterministic(int(ctx.params["seed"])):
+        with training.deterministic(int(ctx.params["seed"])):
             return _prune(ctx)
 
 
 def _prune(ctx: RunContext) -> dict[str, Any]:
-    from edgebuild.steps import _pytorch
+    from edgebuild.pytorch import modules as torch_modules
 
     p, at = ctx.params, ("steps", ctx.step_id, "with")
-    module = _pytorch.load(ctx)
-    factory, factory_at = _pytorch.factory_of(ctx)
-    base = _pytorch.from_factory(ctx, factory, factory_at)
-    ft = _training.load_set(ctx, p["fine_tune"]["data"], at + ("fine_tune", "data"), True) if p["fine_tune"] else None
-    ev = _training.load_set(ctx, p["eval"], at + ("eval",), True) if p["eval"] else None
-    example = _training.example(ctx, ft or ev)
+    module = torch_modules.load(ctx)
+    factory, factory_at = torch_modules.factory_of(ctx)
+    base = torch_modules.from_factory(ctx, factory, factory_at)
+    ft = training.load_set(ctx, p["fine_tune"]["data"], at + ("fine_tune", "data"), True) if p["fine_tune"] else None
+    ev = training.load_set(ctx, p["eval"], at + ("eval",), True) if p["eval"] else None
+    example = training.example(ctx, ft or ev)
     with tool_errors("the model failed on an example batch", recipe_path=factory_at):
-        before = _training.size(module, example)
+        before = training.size(module, example)
     kept = _kept_whole(ctx, module, example)
     channels = _channels(module)
-    acc_before = _training.accuracy(module, ev)
+    acc_before = training.accuracy(module, ev)
     extra: dict[str, Any] = {}
     if p["mode"] == "structured":
         curve = _structured(ctx, module, example, kept, ft)
     else:
         curve, extra = _unstructured(ctx, module, kept, ft)
-    after = _training.size(module, example)
-    _pytorch.save(ctx.out_dir, module, factory, factory_at, base)
+    after = training.size(module, example)
+    torch_modules.save(ctx.out_dir, module, factory, factory_at, base)
     now = _channels(module)
     facts = {"mode": p["mode"], "params": {"before": before["params"], "after": after["params"]},
              "macs": {"before": before["macs"], "after": after["macs"]},
              "channels": {n: [now[n], c] for n, c in channels.items()}, "kept_whole": kept,
              "fine_tune_loss": curve, **extra}
     if ev is not None:
-        facts["accuracy"] = {"data": ev.name, "before": acc_before, "after": _training.accuracy(module, ev)}
+        facts["accuracy"] = {"data": ev.name, "before": acc_before, "after": training.accuracy(module, ev)}
     ctx.log.info("params %d -> %d, MACs %d -> %d", before["params"], after["params"], before["macs"], after["macs"])
     return facts
 
@@ -140,7 +140,7 @@ def _channels(module: Any) -> dict[str, int]:
 
 def _kept_whole(ctx: RunContext, module: Any, example: tuple[Any, ...]) -> list[str]:
     """The layers pruning leaves whole: those producing the model's outputs, and the ones `ignore:` names."""
-    from edgebuild.validate import did_you_mean
+    from edgebuild.frontend.validate import did_you_mean
 
     names = dict(module.named_modules())
     for i, name in enumerate(ctx.params["ignore"]):
@@ -156,13 +156,13 @@ def _output_layers(module: Any, example: tuple[Any, ...]) -> list[str]:
     """The convolution/linear layers whose output is a model output (the classifier); else the last such layer."""
     import torch
 
-    from edgebuild.steps import _pytorch
+    from edgebuild.pytorch import modules as torch_modules
 
     seen: list[tuple[Any, str]] = []   # outputs kept alive, so identity comparisons are sound
     hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: seen.append((out, n))) for n, m in _layers(module)]
     try:
         with torch.no_grad():
-            outs = _pytorch.flatten(module(*example))
+            outs = torch_modules.flatten(module(*example))
     finally:
         for h in hooks:
             h.remove()
@@ -171,7 +171,7 @@ def _output_layers(module: Any, example: tuple[Any, ...]) -> list[str]:
 
 
 def _structured(ctx: RunContext, module: Any, example: tuple[Any, ...], kept: list[str],
-                ft: _training.TrainingSet | None) -> list[float]:
+                ft: training.TrainingSet | None) -> list[float]:
     import torch
     import torch_pruning as tp
 
@@ -202,7 +202,7 @@ def _structured(ctx: RunContext, module: Any, example: tuple[Any, ...], kept: li
 
 
 def _unstructured(ctx: RunContext, module: Any, kept: list[str],
-                  ft: _training.TrainingSet | None) -> tuple[list[float], dict[str, Any]]:
+                  ft: training.TrainingSet | None) -> tuple[list[float], dict[str, Any]]:
     """Zero the lowest-ranked single weights of every layer not kept whole; fine-tuning keeps them zero."""
     import torch
 
@@ -245,14 +245,14 @@ def _mask(weight: Any, share: float, taylor: bool) -> Any:
     return mask.view_as(weight)
 
 
-def _gradients(module: Any, ft: _training.TrainingSet | None, seed: int, round_: int, batches: int = 4) -> None:
+def _gradients(module: Any, ft: training.TrainingSet | None, seed: int, round_: int, batches: int = 4) -> None:
     """Accumulate the cross-entropy gradients of a few training batches (Taylor importance reads them)."""
     import torch
 
     assert ft is not None   # check() requires fine_tune data for taylor
     module.eval()   # batch norms keep their statistics
     module.zero_grad(set_to_none=True)
-    for n, (_, xs, labels) in enumerate(_training.batches(ft, 64, seed, 1000 + round_)):
+    for n, (_, xs, labels) in enumerate(training.batches(ft, 64, seed, 1000 + round_)):
         if n == batches:
             break
         assert labels is not None   # check() requires labelled fine_tune data for taylor
@@ -265,12 +265,12 @@ FT_HINT = ("fine-tuning takes the cross-entropy of the model's first output (cla
 
 
 def _first(out: Any) -> Any:
-    from edgebuild.steps import _pytorch
+    from edgebuild.pytorch import modules as torch_modules
 
-    return _pytorch.flatten(out)[0]
+    return torch_modules.flatten(out)[0]
 
 
-def _fine_tune(ctx: RunContext, module: Any, ft: _training.TrainingSet, round_: int,
+def _fine_tune(ctx: RunContext, module: Any, ft: training.TrainingSet, round_: int,
                after_step: Any = None) -> list[float]:
     import torch
 
@@ -278,7 +278,7 @@ def _fine_tune(ctx: RunContext, module: Any, ft: _training.TrainingSet, round_: 
         return torch.nn.functional.cross_entropy(outs[0], labels)
 
     with tool_errors("fine-tuning failed", hint=FT_HINT, recipe_path=("steps", ctx.step_id, "with", "fine_tune")):
-        return _training.fit(module, ft, ctx.params["fine_tune"], int(ctx.params["seed"]) + 7919 * round_, loss,
+        return training.fit(module, ft, ctx.params["fine_tune"], int(ctx.params["seed"]) + 7919 * round_, loss,
                              after_step=after_step, log=ctx.log)
 
 

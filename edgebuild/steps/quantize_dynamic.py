@@ -4,7 +4,7 @@ Uses onnxruntime.quantization.quantize_dynamic. ONNX Runtime's dynamic quantizer
 Gemm, so Gemm nodes with constant weights (PyTorch Linear layers on 2-D inputs) are first rewritten
 as MatMul + Add; their weights are then quantized like any MatMul.
 
-Around that call (edgebuild/steps/_quantize.py has the details): `preprocess` turns Constant nodes
+Around that call (edgebuild/onnx/quantize/ has the details): `preprocess` turns Constant nodes
 into initializers and folds constant subgraphs first (ONNX Runtime only quantizes initializer
 weights: otherwise it quantizes nothing, or quantizes the weights again at every run); an output
 with no integer weight is an error; `auto` types follow the target's CPU; `accuracy:` searches
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgebuild.steps import _quantize
+from edgebuild.onnx import quantize as onnx_quantize
 from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind, tool_errors
 
 # onnxruntime.quantization.registry.IntegerOpsRegistry (ORT 1.32), plus Gemm (rewritten as MatMul).
@@ -48,7 +48,7 @@ class QuantizeDynamic(StepKind):
         "preprocess": {"type": "boolean", "default": True,
                        "description": "Before quantizing, turn Constant nodes into initializers, fold constant "
                                       "subgraphs and infer shapes, so weights exported as constants are quantized too."},
-        "accuracy": _quantize.accuracy_schema("per-channel weights and nodes kept in float"),
+        "accuracy": onnx_quantize.accuracy_schema("per-channel weights and nodes kept in float"),
     }
     precision = "int8"
     takes_precisions = ("fp32",)
@@ -61,45 +61,47 @@ class QuantizeDynamic(StepKind):
 
     @classmethod
     def is_target_specific(cls, params: dict[str, Any]) -> bool:
-        return _quantize.uses_auto(params, ("weight_type", "reduce_range")) or bool(params.get("accuracy"))
+        return onnx_quantize.uses_auto(params, ("weight_type", "reduce_range")) or bool(params.get("accuracy"))
 
     @classmethod
     def resolve(cls, params: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
-        return _quantize.resolved(params, target, dynamic=True)
+        return onnx_quantize.resolved(params, target, dynamic=True)
 
     @classmethod
     def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
-        return _quantize.metric_source_files(params, recipe_dir)
+        return onnx_quantize.metric_source_files(params, recipe_dir)
 
     def check(self, ctx: PlanContext) -> None:
-        _quantize.check_accuracy(ctx)
+        onnx_quantize.check_accuracy(ctx)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        from edgebuild.steps import _onnx
+        from edgebuild.onnx import graph as onnx_graph
+        from edgebuild.onnx import rewrites
+        from edgebuild.onnx import runtime as onnx_runtime
 
-        with _onnx.keep_root_logging():
+        with onnx_runtime.keep_root_logging():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
         p = ctx.params
-        model = _onnx.load(ctx.input_model)
-        size_before = _onnx.file_size(ctx.input_model)
-        types = _quantize.resolve_types(p, ctx.target, dynamic=True)
+        model = onnx_graph.load(ctx.input_model)
+        size_before = onnx_graph.file_size(ctx.input_model)
+        types = onnx_quantize.resolve_types(p, ctx.target, dynamic=True)
         pre: dict[str, Any] | None = None
         if p["preprocess"]:
-            model, pre = _quantize.preprocess(model, ctx.log)
+            model, pre = onnx_quantize.preprocess(model, ctx.log)
         opset: dict[str, Any] | None = None
         can_per_channel = True
         if types.per_channel or p.get("accuracy"):
-            model, can_per_channel, opset = _quantize.per_channel_opset(model, types.per_channel, ctx.max_opset, ctx.log)
+            model, can_per_channel, opset = onnx_quantize.per_channel_opset(model, types.per_channel, ctx.max_opset, ctx.log)
             types.per_channel = types.per_channel and can_per_channel
         op_types = sorted(p["op_types"]) if p.get("op_types") else sorted(DYNAMIC_OPS)
         converted = 0
         if "Gemm" in op_types:
-            converted = _onnx.gemm_to_matmul(model)
+            converted = rewrites.gemm_to_matmul(model)
             if converted:
                 ctx.log.info("rewrote %d Gemm node(s) with constant weights as MatMul + Add", converted)
             op_types = sorted(set(op_types) - {"Gemm"} | {"MatMul"})
-        _quantize.name_nodes(model)
+        onnx_quantize.name_nodes(model)
         ctx.log.info("quantizing %s weights to %s (per_channel=%s, reduce_range=%s; %s)", ", ".join(op_types),
                      types.weight_type, types.per_channel, types.reduce_range, types.reason)
         wtype = QuantType.QInt8 if types.weight_type == "int8" else QuantType.QUInt8
@@ -111,31 +113,31 @@ class QuantizeDynamic(StepKind):
             def build(_method: str | None, per_channel: bool, _ops: str | None, excluded: tuple[str, ...]) -> Any:
                 """The quantized model, or None when no weight was quantized."""
                 with tool_errors("ONNX Runtime's dynamic quantizer failed", hint="try `preprocess: true`, or limit `op_types`"), \
-                        _onnx.quiet_quantizer_logs():
+                        onnx_runtime.quiet_quantizer_logs():
                     quantize_dynamic(str(src), str(dst), op_types_to_quantize=op_types,
                                      per_channel=bool(per_channel), reduce_range=types.reduce_range,
                                      weight_type=wtype, nodes_to_exclude=sorted(excluded))
-                out = _onnx.load(dst)
-                return out if _quantize.quantized_nodes(out) else None
+                out = onnx_graph.load(dst)
+                return out if onnx_quantize.quantized_nodes(out) else None
 
             def why_nothing() -> str:
-                return f"{_quantize.nothing_quantized(model, op_types)}, so nothing was quantized"
+                return f"{onnx_quantize.nothing_quantized(model, op_types)}, so nothing was quantized"
 
             accuracy: dict[str, Any] | None = None
             per_channel_used = types.per_channel
             excluded: tuple[str, ...] = ()
             if p.get("accuracy"):
-                goal = _quantize.Goal.from_params(p["accuracy"])
-                configs: list[_quantize.Config] = [(None, types.per_channel, None)]
+                goal = onnx_quantize.Goal.from_params(p["accuracy"])
+                configs: list[onnx_quantize.Config] = [(None, types.per_channel, None)]
                 if can_per_channel:
                     configs.append((None, not types.per_channel, None))
                 candidates = [nd.name for nd in model.graph.node if nd.op_type in op_types]
 
                 def ranking(quantized: Any) -> list[list[str]]:
-                    feeds = _quantize.sensitivity_feeds(Path(ctx.data[goal.data]), model)
-                    return _quantize.rank_units(model, quantized, candidates, feeds, [], ctx.log)
+                    feeds = onnx_quantize.sensitivity_feeds(Path(ctx.data[goal.data]), model)
+                    return onnx_quantize.rank_units(model, quantized, candidates, feeds, [], ctx.log)
 
-                search = _quantize.AccuracySearch(ctx, goal, ctx.input_model, build, configs, (), ranking, why_nothing)
+                search = onnx_quantize.AccuracySearch(ctx, goal, ctx.input_model, build, configs, (), ranking, why_nothing)
                 chosen, accuracy = search.run()
                 out, per_channel_used, excluded = chosen.model, chosen.per_channel, chosen.excluded
             else:
@@ -145,10 +147,10 @@ class QuantizeDynamic(StepKind):
                                     hint="dynamic quantization helps models dominated by MatMul/Gemm/Conv/LSTM weights; "
                                          "check `op_types`, and keep `preprocess: true` for weights exported as Constant nodes",
                                     recipe_path=("steps", ctx.step_id, "with", "op_types") if p.get("op_types") else None)
-        ops = _onnx.count_ops(out)
-        quantized = _quantize.quantized_nodes(out)
-        size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
-        _onnx.check_loads(ctx.output_model, "quantized",
+        ops = onnx_graph.count_ops(out)
+        quantized = onnx_quantize.quantized_nodes(out)
+        size_after = onnx_graph.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
+        onnx_runtime.check_loads(ctx.output_model, "quantized",
                           hint="try `weight_type: uint8`, or limit `op_types` to MatMul")
         ctx.log.info("size %d -> %d bytes; %d node(s) with int8 weights; ops: %s", size_before, size_after, len(quantized),
                      ", ".join(f"{k} x{v}" for k, v in ops.items()))

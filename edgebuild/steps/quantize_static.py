@@ -7,7 +7,7 @@ also how the histogram methods get settings quantize_static does not pass on (en
 The list of op types is passed sorted: ONNX Runtime's own default is built from a set, whose
 order changes with PYTHONHASHSEED.
 
-Around that call (edgebuild/steps/_quantize.py has the details):
+Around that call (edgebuild/onnx/quantize/ has the details):
 - `preprocess`: Constant nodes become initializers, constant subgraphs are folded, shapes inferred;
 - a model older than opset 13 is converted to opset 13 when per-channel weights may be used (their
   DequantizeLinear `axis` needs it), or quantized per tensor when the converter cannot (facts: `opset`);
@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgebuild.steps import _quantize
+from edgebuild.onnx import quantize as onnx_quantize
 from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind, tool_errors
 
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -85,11 +85,11 @@ class QuantizeStatic(StepKind):
         "preprocess": {"type": "boolean", "default": True,
                        "description": "Before quantizing, turn Constant nodes into initializers, fold constant "
                                       "subgraphs and infer shapes, so weights exported as constants are quantized too."},
-        "range_mixing": {"type": ["number", "null"], "exclusiveMinimum": 1, "default": _quantize.RATIO,
+        "range_mixing": {"type": ["number", "null"], "exclusiveMinimum": 1, "default": onnx_quantize.RATIO,
                          "description": "Keep in float a Concat (or Where) whose inputs' calibrated ranges differ by more "
                                         "than this factor, and the output head after it (box coordinates next to class "
                                         "scores: one 8-bit scale rounds every score to 0). null: quantize them too."},
-        "accuracy": _quantize.accuracy_schema("calibration methods, per-channel weights and nodes kept in float"),
+        "accuracy": onnx_quantize.accuracy_schema("calibration methods, per-channel weights and nodes kept in float"),
     }
     required = ("data",)
     precision = "int8"
@@ -105,33 +105,34 @@ class QuantizeStatic(StepKind):
 
     @classmethod
     def is_target_specific(cls, params: dict[str, Any]) -> bool:
-        return _quantize.uses_auto(params, ("activation_type", "weight_type", "per_channel")) or bool(params.get("accuracy"))
+        return onnx_quantize.uses_auto(params, ("activation_type", "weight_type", "per_channel")) or bool(params.get("accuracy"))
 
     @classmethod
     def resolve(cls, params: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
-        return _quantize.resolved(params, target)
+        return onnx_quantize.resolved(params, target)
 
     @classmethod
     def source_files(cls, params: dict[str, Any], recipe_dir: Path) -> dict[str, Path]:
-        return _quantize.metric_source_files(params, recipe_dir)
+        return onnx_quantize.metric_source_files(params, recipe_dir)
 
     def check(self, ctx: PlanContext) -> None:
         p = ctx.params   # the dataset name itself is checked by the recipe stage for every dataset_params entry
         if p.get("weight_type") == "uint8":
             auto = p.get("activation_type") == "auto"
-            acts = ([_quantize.auto_types(getattr(t, "data", None)).activation_type for t in ctx.targets]
+            acts = ([onnx_quantize.auto_types(getattr(t, "data", None)).activation_type for t in ctx.targets]
                     if auto else [p.get("activation_type")])
             if "int8" in acts:
                 ctx.error("int8 activations with uint8 weights is not a combination ONNX Runtime quantizes"
                           + (" (`activation_type: auto` is int8 on an Arm64 target)" if auto else ""),
                           param="weight_type", hint="use `weight_type: int8`, or `activation_type: uint8`")
-        _quantize.check_accuracy(ctx)
+        onnx_quantize.check_accuracy(ctx)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        from edgebuild import datasets
-        from edgebuild.steps import _onnx
+        from edgebuild.frontend import datasets
+        from edgebuild.onnx import graph as onnx_graph
+        from edgebuild.onnx import runtime as onnx_runtime
 
-        with _onnx.keep_root_logging():
+        with onnx_runtime.keep_root_logging():
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
             from onnxruntime.quantization.calibrate import save_tensors_data
             from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
@@ -141,8 +142,8 @@ class QuantizeStatic(StepKind):
         if name not in ctx.data:
             raise StepError(f"dataset '{name}' is not declared under `data:`", recipe_path=("steps", ctx.step_id, "with", "data"))
         path = Path(ctx.data[name])
-        model = _onnx.load(ctx.input_model)
-        inputs = _onnx.input_names(model)
+        model = onnx_graph.load(ctx.input_model)
+        inputs = onnx_graph.input_names(model)
         try:
             arrays = datasets.inspect(path)
         except (OSError, ValueError) as exc:
@@ -161,7 +162,7 @@ class QuantizeStatic(StepKind):
         if n == 0:
             raise StepError(f"dataset '{name}' holds no samples", recipe_path=("data", name))
 
-        types = _quantize.resolve_types(p, ctx.target)
+        types = onnx_quantize.resolve_types(p, ctx.target)
         if types.activation_type == "int8" and types.weight_type == "uint8":
             raise StepError("int8 activations with uint8 weights is not a combination ONNX Runtime quantizes",
                             hint="use `weight_type: int8`, or `activation_type: uint8`",
@@ -170,14 +171,14 @@ class QuantizeStatic(StepKind):
                      types.weight_type, types.per_channel, types.reduce_range, types.reason)
         pre: dict[str, Any] | None = None
         if p["preprocess"]:
-            model, pre = _quantize.preprocess(model, ctx.log)
+            model, pre = onnx_quantize.preprocess(model, ctx.log)
         opset: dict[str, Any] | None = None
         can_per_channel = True
         if types.per_channel or p.get("accuracy"):   # the search tries per-channel weights too
-            model, can_per_channel, opset = _quantize.per_channel_opset(model, types.per_channel, ctx.max_opset, ctx.log)
+            model, can_per_channel, opset = onnx_quantize.per_channel_opset(model, types.per_channel, ctx.max_opset, ctx.log)
             types.per_channel = types.per_channel and can_per_channel
-        _quantize.name_nodes(model)
-        specs = _onnx.graph_inputs(model)
+        onnx_quantize.name_nodes(model)
+        specs = onnx_graph.graph_inputs(model)
         every_op = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
         op_sets = {"all": every_op, "weighted": [o for o in WEIGHTED_OPS if o in every_op]}
         ops = op_sets[p["op_types"]]
@@ -197,10 +198,10 @@ class QuantizeStatic(StepKind):
                     printed = io.StringIO()
                     try:
                         with tool_errors("ONNX Runtime's calibrator failed"), contextlib.redirect_stdout(printed), \
-                                _onnx.quiet_quantizer_logs():   # calibrators print progress
+                                onnx_runtime.quiet_quantizer_logs():   # calibrators print progress
                             ranges = _calibrate(src, Path(tmp) / f"augmented-{method_name}.onnx", every_op,
                                                 getattr(CalibrationMethod, _METHODS[method_name]), method_name,
-                                                _quantize.cast_feeds(datasets.feeds(path, {k: specs.get(k, {}) for k in inputs},
+                                                onnx_quantize.cast_feeds(datasets.feeds(path, {k: specs.get(k, {}) for k in inputs},
                                                                                     limit=n), specs))
                             save_tensors_data(ranges, cache)
                     finally:
@@ -226,7 +227,7 @@ class QuantizeStatic(StepKind):
                         activation_type=qtype[types.activation_type], weight_type=qtype[types.weight_type],
                         nodes_to_exclude=sorted(excluded), extra_options=extra)
 
-                with tool_errors("ONNX Runtime's static quantizer failed"), _onnx.quiet_quantizer_logs():
+                with tool_errors("ONNX Runtime's static quantizer failed"), onnx_runtime.quiet_quantizer_logs():
                     try:
                         quantize(dict(bias_adjust))
                     except ValueError as exc:
@@ -239,11 +240,11 @@ class QuantizeStatic(StepKind):
                                         "quantizing without it", exc)
                         bias_adjust["QDQDisableWeightAdjustForInt32Bias"] = True
                         quantize(dict(bias_adjust))
-                out = _onnx.load(dst)
-                return out if _quantize.quantized_nodes(out) else None
+                out = onnx_graph.load(dst)
+                return out if onnx_quantize.quantized_nodes(out) else None
 
-            spans = _quantize.tensor_spans(model, calibrated(p["method"])[1])
-            mixing = _quantize.range_mixing(model, spans, p["range_mixing"] or _quantize.RATIO)
+            spans = onnx_quantize.tensor_spans(model, calibrated(p["method"])[1])
+            mixing = onnx_quantize.range_mixing(model, spans, p["range_mixing"] or onnx_quantize.RATIO)
             base_excluded = tuple(sorted({m for g in mixing for m in g["keep_fp32"]})) if p["range_mixing"] else ()
             for g in mixing:
                 what = ("; kept in float: " + ", ".join(g["keep_fp32"]) if p["range_mixing"] and g["keep_fp32"]
@@ -252,7 +253,7 @@ class QuantizeStatic(StepKind):
                              ", ".join(f"{v:g}" for v in g["input_ranges"]), what)
 
             def why_nothing() -> str:
-                return _quantize.nothing_quantized(model, ops, base_excluded)
+                return onnx_quantize.nothing_quantized(model, ops, base_excluded)
 
             accuracy: dict[str, Any] | None = None
             method_used, per_channel_used, ops_used, excluded = p["method"], types.per_channel, p["op_types"], base_excluded
@@ -262,18 +263,18 @@ class QuantizeStatic(StepKind):
                 # (the step's own settings, the other op set, the other per-channel setting, then the other
                 # calibration methods with either op set: per channel, more accurate for convolutions whatever the method)
                 other = "all" if p["op_types"] == "weighted" else "weighted"
-                configs: list[_quantize.Config] = [(p["method"], types.per_channel, p["op_types"]),
+                configs: list[onnx_quantize.Config] = [(p["method"], types.per_channel, p["op_types"]),
                                                    (p["method"], types.per_channel, other)]
                 if can_per_channel:
                     configs.append((p["method"], not types.per_channel, p["op_types"]))
                 configs += [(m, can_per_channel, o) for m in _SEARCH_METHODS if m != p["method"] for o in (p["op_types"], other)]
-                calib_feeds = _quantize.sensitivity_feeds(path, model)
+                calib_feeds = onnx_quantize.sensitivity_feeds(path, model)
                 candidates = [nd.name for nd in model.graph.node if nd.op_type in every_op]
 
                 def ranking(quantized: Any) -> list[list[str]]:
-                    return _quantize.rank_units(model, quantized, candidates, calib_feeds, mixing, ctx.log)
+                    return onnx_quantize.rank_units(model, quantized, candidates, calib_feeds, mixing, ctx.log)
 
-                search = _quantize.AccuracySearch(ctx, _quantize.Goal.from_params(p["accuracy"]), ctx.input_model,
+                search = onnx_quantize.AccuracySearch(ctx, onnx_quantize.Goal.from_params(p["accuracy"]), ctx.input_model,
                                                   build, configs, base_excluded, ranking, why_nothing)
                 chosen, accuracy = search.run()
                 out = chosen.model
@@ -285,11 +286,11 @@ class QuantizeStatic(StepKind):
                     raise StepError(f"no node was quantized: {why_nothing()}",
                                     hint="static quantization targets Conv, MatMul, Gemm and friends with constant "
                                          "weights; keep `preprocess: true` for weights exported as Constant nodes")
-        size_before = _onnx.file_size(ctx.input_model)
-        counts = _onnx.count_ops(out)
-        quantized = _quantize.quantized_nodes(out)
-        size_after = _onnx.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
-        _onnx.check_loads(ctx.output_model, "quantized")
+        size_before = onnx_graph.file_size(ctx.input_model)
+        counts = onnx_graph.count_ops(out)
+        quantized = onnx_quantize.quantized_nodes(out)
+        size_after = onnx_graph.save(out, ctx.output_model, ctx.ir_version, ctx.max_opset)
+        onnx_runtime.check_loads(ctx.output_model, "quantized")
         ctx.log.info("size %d -> %d bytes; %d node(s) with int8 weights; ops: %s", size_before, size_after,
                      len(quantized), ", ".join(f"{k} x{v}" for k, v in counts.items()))
         facts: dict[str, Any] = {

@@ -74,7 +74,7 @@ class TensorRT(StepKind):
         """The timing cache belongs to one GPU (SM) and TensorRT release: a cache from another is rejected by
         TensorRT, or worse, misleads it. The step runs only where the host matches its target, so the host's
         facts name it."""
-        from edgebuild import dists, hostinfo
+        from edgebuild.engine import dists, hostinfo
 
         g = hostinfo.gpu()
         version = next((v for v in map(dists.version, ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_libs"))
@@ -84,7 +84,7 @@ class TensorRT(StepKind):
         return f"tensorrt-timing/sm{g.compute_capability.replace('.', '')}-trt{version}"
 
     def deferral(self, target: Any) -> str | None:
-        from edgebuild import hostinfo
+        from edgebuild.engine import hostinfo
 
         acc = target.data.get("accelerator") or {}
         return hostinfo.tensorrt_mismatch(acc.get("compute_capability"), target.runtime("tensorrt"))
@@ -194,7 +194,7 @@ def _dims(d: "trt.Dims") -> list[int]:
 
 
 def _device_cc() -> str:
-    from edgebuild import hostinfo
+    from edgebuild.engine import hostinfo
 
     g = hostinfo.gpu()
     return g.compute_capability if g else "unknown"

@@ -34,13 +34,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgebuild.steps.base import PlanContext, RunContext, StepError, StepKind, WEB, tool_errors
+from edgebuild.steps.base import WEB, PlanContext, RunContext, StepError, StepKind, tool_errors
 
 PACKAGE = "onnxruntime-web"
 RUNTIME_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 LOADER = "edgebuild-model.mjs"
 SAMPLE_SEED = 1234
-# Element types onnxruntime-web tensors can hold (the names _onnx.dtype_name gives).
+# Element types onnxruntime-web tensors can hold (the names onnx_graph.dtype_name gives).
 WEB_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
               "int64", "uint64", "bool")
 NPM_TIMEOUT_S = 600
@@ -98,9 +98,10 @@ class WasmBundle(StepKind):
 
         import numpy as np
 
-        from edgebuild.steps import _onnx
+        from edgebuild.onnx import graph as onnx_graph
+        from edgebuild.onnx import runtime as onnx_runtime
 
-        with _onnx.keep_root_logging():
+        with onnx_runtime.keep_root_logging():
             import onnxruntime
 
         if not ctx.target:
@@ -112,7 +113,7 @@ class WasmBundle(StepKind):
         threads = int(ctx.params.get("threads") or (ctx.target.get("cpu") or {}).get("threads") or 1)
         warmup, runs = int(ctx.params["warmup"]), int(ctx.params["runs"])
 
-        model = _onnx.load(ctx.input_model)
+        model = onnx_graph.load(ctx.input_model)
         inputs = _specs(model, graph_input=True)
         outputs = _specs(model, graph_input=False)
         if not inputs:
@@ -132,7 +133,7 @@ class WasmBundle(StepKind):
         # unoptimized: ONNX Runtime's fused int8 kernels on x86 without VNNI saturate (VPMADDUBSW); the
         # reference semantics are the graph's QDQ arithmetic, which the WebAssembly kernels follow
         with tool_errors("ONNX Runtime (Python) cannot run the model on the demo sample"):
-            sess = _onnx.session(ctx.output_model, optimize=False)
+            sess = onnx_runtime.session(ctx.output_model, optimize=False)
             got = sess.run(None, feeds)
         expected = {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), got)}
         reference = f"Python ONNX Runtime {onnxruntime.__version__} (CPU, 1 thread, graph optimizations off)"
@@ -158,7 +159,7 @@ class WasmBundle(StepKind):
                      len(sizes), total / 1e6, total_gz / 1e6, model_bytes, runtime["version"], runtime["source"])
         return {
             "model": {"bytes": sizes["model.onnx"]["bytes"], "gzip_bytes": sizes["model.onnx"]["gzip_bytes"],
-                      "precision": _onnx.precision_of(model)},
+                      "precision": onnx_graph.precision_of(model)},
             "runtime": {"package": PACKAGE, "pinned": pinned, "version": runtime["version"],
                         "source": runtime["source"], "integrity": runtime.get("integrity"),
                         "files": {f: sizes[f]["bytes"] for f in RUNTIME_FILES},
@@ -201,7 +202,7 @@ def _targets_using(ctx: PlanContext) -> set[str] | None:
 
 def _specs(model: Any, graph_input: bool) -> dict[str, dict[str, Any]]:
     """name -> {"dtype", "shape" (as the model declares it), "fixed_shape" (symbolic dims -> 1)}."""
-    from edgebuild.steps import _onnx
+    from edgebuild.onnx import graph as onnx_graph
 
     if graph_input:
         inits = {t.name for t in model.graph.initializer}
@@ -210,8 +211,8 @@ def _specs(model: Any, graph_input: bool) -> dict[str, dict[str, Any]]:
         values = list(model.graph.output)
     out = {}
     for vi in values:
-        shape = _onnx.dims(vi)
-        out[vi.name] = {"dtype": _onnx.dtype_name(vi), "shape": shape,
+        shape = onnx_graph.dims(vi)
+        out[vi.name] = {"dtype": onnx_graph.dtype_name(vi), "shape": shape,
                         "fixed_shape": [d if isinstance(d, int) else 1 for d in shape]}
     return out
 
@@ -222,16 +223,16 @@ def _write_model(src: Path, dst: Path) -> int:
 
     import onnx
 
-    from edgebuild.steps import _onnx
+    from edgebuild.onnx import graph as onnx_graph
 
     with tool_errors(f"cannot read ONNX model {src}"):
         light = onnx.load(str(src), load_external_data=False)
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in _onnx.iter_initializers(light))
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx_graph.iter_initializers(light))
     if not external:
         shutil.copyfile(src, dst)
     else:
-        full = _onnx.load(src)
-        if full.ByteSize() >= _onnx.TWO_GB:
+        full = onnx_graph.load(src)
+        if full.ByteSize() >= onnx_graph.TWO_GB:
             raise StepError("the model is over 2 GB: a single-file web bundle cannot hold it")
         dst.write_bytes(full.SerializeToString(deterministic=True))
     return dst.stat().st_size
@@ -245,7 +246,7 @@ def _numpy_dtype(name: str) -> Any:
 
 def _sample(ctx: RunContext, inputs: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(what the manifest says about the sample, input name -> array of batch 1)."""
-    from edgebuild import datasets
+    from edgebuild.frontend import datasets
 
     names = list(inputs)
     chosen = ctx.params.get("sample")
@@ -406,7 +407,7 @@ def downloads_dir() -> Path:
 
 
 def _vkey(v: str) -> tuple[int, ...]:
-    from edgebuild import dists
+    from edgebuild.engine import dists
 
     return dists.release(v)
 

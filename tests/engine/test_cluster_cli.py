@@ -9,7 +9,7 @@ import pytest
 import s3kit
 from enginekit import BASIC, Project
 
-from edgebuild import cluster
+from edgebuild.engine import cluster
 from edgebuild.errors import UserError
 
 GPU_RECIPE = """
@@ -139,7 +139,7 @@ def test_a_worker_advertises_what_routing_detects(project: Project) -> None:
     lines = r.out.splitlines()
     assert {"cuda-sm87=1", "tensorrt-10.3=1", "device-jetson-orin-nano=1"} <= set(lines)
     assert any(x.startswith("arch-") for x in lines)
-    assert "distributed.cli.dask_worker tcp://laptop:8786" in lines[-1] and "--preload edgebuild.cluster_task" in lines[-1]
+    assert "distributed.cli.dask_worker tcp://laptop:8786" in lines[-1] and "--preload edgebuild.engine.cluster_task" in lines[-1]
 
 
 def test_worker_resources_add_to_and_override_what_is_detected(project: Project) -> None:
@@ -174,7 +174,8 @@ def test_routing_defers_what_no_connected_worker_offers(project: Project) -> Non
     old = dict(os.environ)
     os.environ.update(CLUSTER_STEPS, EDGEBUILD_HOST_GPU="none")
     try:
-        from edgebuild import hostinfo, steps
+        from edgebuild import steps
+        from edgebuild.engine import hostinfo
 
         steps._discover.cache_clear()
         hostinfo.gpu.cache_clear()
@@ -197,10 +198,10 @@ def test_routing_defers_what_no_connected_worker_offers(project: Project) -> Non
 
 
 def test_a_tensorrt_node_asks_for_its_targets_gpu_and_tensorrt() -> None:
-    from edgebuild import targets
-    from edgebuild.steps.tensorrt import TensorRT
-
     from pathlib import Path
+
+    from edgebuild.frontend import targets
+    from edgebuild.steps.tensorrt import TensorRT
 
     t = targets.load("jetson-orin-nano", Path.cwd())
     assert TensorRT.resources(TensorRT.fill_defaults({}), t) == {"cuda-sm87": 1.0, "tensorrt-10.3": 1.0}
@@ -218,8 +219,8 @@ def test_parse_helpers_take_the_forms_users_write() -> None:
 
 def test_a_worker_refuses_a_node_keyed_with_other_code_or_tools(tmp_path) -> None:
     """What `cluster_task` checks before building: the client's key material against this worker's code."""
-    from edgebuild import cluster_task, plan
-    from edgebuild.cache import Cache
+    from edgebuild.engine import cluster_task, plan
+    from edgebuild.engine.cache import Cache
     from edgebuild.steps.fp16 import KIND
 
     cache = Cache(tmp_path / "cache")

@@ -1,4 +1,4 @@
-"""A step's code digest covers every edgebuild module its kind runs, found from its imports (edgebuild.codedeps):
+"""A step's code digest covers every edgebuild module its kind runs, found from its imports (edgebuild.engine.codedeps):
 edits are made to a copy of the package, never to the real files."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edgebuild import codedeps, plan
-from edgebuild.digest import StatCache
-from edgebuild.measure import Measure
+from edgebuild.checks.measure import Measure
+from edgebuild.engine import codedeps, plan
+from edgebuild.engine.digest import StatCache
 from edgebuild.steps import kinds
 from edgebuild.steps.base import StepKind
 
@@ -66,15 +66,15 @@ def test_the_closure_is_what_modulefinder_finds(package: Path, reach: dict[str, 
 
 
 def test_editing_rewrite_changes_optimize(tmp_path: Path) -> None:
-    """The stale key this fixes: optimize calls rewrite.py lazily, and no hand-kept list named it."""
+    """The stale key this fixes: optimize calls onnx/rewrites lazily, and no hand-kept list named it."""
     root = copy_package(tmp_path)
     stats = StatCache(tmp_path / "stat.json")
     before = digests(root, stats)
-    with open(root / "rewrite.py", "a") as f:
+    with open(root / "onnx" / "rewrites" / "__init__.py", "a") as f:
         f.write("# edited\n")
     after = digests(root, stats)
     assert before["optimize"] != after["optimize"]
-    assert before["tensorrt"] == after["tensorrt"]   # it does not use rewrite.py
+    assert before["tensorrt"] == after["tensorrt"]   # it does not use onnx/rewrites
 
 
 def test_exactly_the_kinds_that_import_a_module_change_when_it_changes(package: Path, reach: dict[str, set[Path]],
@@ -94,7 +94,7 @@ def test_exactly_the_kinds_that_import_a_module_change_when_it_changes(package: 
         users |= {name for name, k in KINDS.items() if f in [package / c for c in k.code_files]}
         assert changed == users, f.relative_to(package)
         before = after
-    assert {"optimize"} <= {name for name, files in reach.items() if package.resolve() / "rewrite.py" in files}
+    assert {"optimize"} <= {name for name, files in reach.items() if package.resolve() / "onnx" / "rewrites" / "__init__.py" in files}
     assert not any(package.resolve() / "cli.py" in files for files in reach.values())
 
 
@@ -117,7 +117,7 @@ def test_imports_are_remembered_by_content_across_processes(tmp_path: Path, monk
     monkeypatch.setattr(codedeps, "parse", counted)
     assert codedeps.closure(root / "steps" / "optimize.py", root, StatCache(tmp_path / "stat.json")) == first
     assert parsed == []
-    (root / "rewrite.py").write_text((root / "rewrite.py").read_text() + "\nfrom edgebuild import cli\n")
+    (root / "onnx" / "rewrites" / "__init__.py").write_text((root / "onnx" / "rewrites" / "__init__.py").read_text() + "\nfrom edgebuild import cli\n")
     again = codedeps.closure(root / "steps" / "optimize.py", root, StatCache(tmp_path / "stat.json"))
     assert len(parsed) == 2 and root / "cli.py" in again   # the edited file, and the module it now imports
 
@@ -135,15 +135,15 @@ def test_relative_and_function_level_imports(tmp_path: Path) -> None:
 
 
 def test_a_step_reading_the_recipes_onnx_model_covers_its_normalization(tmp_path: Path) -> None:
-    """The worker rewrites the recipe's ONNX model to model.inputs (steps/_source.py, rewrite.py) before a
+    """The worker rewrites the recipe's ONNX model to model.inputs (onnx/source.py, onnx/rewrites/) before a
     step that reads it runs: that code is in such a step's digest."""
-    from edgebuild.recipe import StepSpec
+    from edgebuild.frontend.recipe import StepSpec
 
     trt = KINDS["tensorrt"]
     spec = StepSpec("engine", "tensorrt", trt, None, trt.fill_defaults({}))
     stats = StatCache(tmp_path / "stat.json")
-    source = plan.PACKAGE / "steps" / "_source.py"
-    assert plan.PACKAGE / "rewrite.py" in codedeps.closure(source, plan.PACKAGE, stats)
+    source = plan.PACKAGE / "onnx" / "source.py"
+    assert plan.PACKAGE / "onnx" / "rewrites" / "__init__.py" in codedeps.closure(source, plan.PACKAGE, stats)
     assert source not in codedeps.closure(module_file(trt, plan.PACKAGE), plan.PACKAGE, stats)
     reading = plan.step_code_digest(spec, stats, reads_source=True)
     assert reading == plan.code_digest([module_file(trt, plan.PACKAGE), source], (), stats)

@@ -65,7 +65,7 @@ def test_a_build_writes_a_lock_and_a_rebuild_leaves_it_byte_identical(project: P
     assert project.edgebuild("run", "recipe.yaml", "--force", "a").code == 0   # rebuilt, same facts
     assert project.edgebuild("run", "recipe.yaml").code == 0                   # a no-op
     assert lock_text(project) == first
-    from edgebuild import lockfile
+    from edgebuild.trust import lockfile
 
     lock = lockfile.read(project.root / "recipe.lock")
     assert lock is not None and lockfile.render(lock.facts) == first   # parse and render: the same text

@@ -15,7 +15,6 @@ import pytest
 import s3kit
 from enginekit import BASIC, Project
 
-
 MACHINES = ("m1", "m2", "m3")
 
 
@@ -190,7 +189,7 @@ def test_a_no_op_run_with_a_remote_imports_no_remote_library(project: Project, s
     env = dict(project.env(s3kit.aws_env(s3.endpoint)), EDGEBUILD_REMOTE=f"s3://{bucket}/c")
     assert project.edgebuild("run", "recipe.yaml", env=env).code == 0
     code = ("import sys; from edgebuild.cli import main; rc = main(['run', 'recipe.yaml']); "
-            "heavy = sorted(m for m in ('fsspec', 's3fs', 'botocore', 'aiohttp', 'edgebuild.remote', 'edgebuild.stores') "
+            "heavy = sorted(m for m in ('fsspec', 's3fs', 'botocore', 'aiohttp', 'edgebuild.engine.remote', 'edgebuild.engine.stores') "
             "if m in sys.modules); print('HEAVY', heavy, rc)")
     out = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=env, capture_output=True, text=True)
     assert "HEAVY [] 0" in out.stdout, out.stdout + out.stderr
@@ -208,7 +207,7 @@ def test_measurement_keys_take_the_host_hardware_class(project: Project) -> None
     checks = {n for n in laptop if n.startswith("check:")}
     assert checks and all(laptop[n] != runner[n] for n in checks)
     assert all(laptop[n] == runner[n] for n in laptop if n not in checks)
-    from edgebuild.plan import diff
+    from edgebuild.engine.plan import diff
 
     assert diff({"host": {"cpu": "Laptop CPU", "cores": 8}}, {"host": {"cpu": "CI runner CPU", "cores": 8}}) == [
         'measured on another kind of host (cpu: "Laptop CPU" → "CI runner CPU")']
@@ -237,7 +236,7 @@ def test_a_carried_state_travels_through_the_remote(project: Project) -> None:
 
 
 def test_tensorrt_timing_cache_is_named_by_the_gpu_and_tensorrt_release(project: Project) -> None:
-    from edgebuild import hostinfo
+    from edgebuild.engine import hostinfo
     from edgebuild.steps.tensorrt import TensorRT
 
     def name(gpu: str, trt: str) -> str | None:

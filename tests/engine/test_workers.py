@@ -139,22 +139,23 @@ def test_both_runners_build_the_same(project: Project) -> None:
 def test_in_process_jobs_forget_what_they_imported_from_folders_they_added(tmp_path: Path) -> None:
     """A PyTorch factory's folder goes on sys.path and its modules into sys.modules: in a worker process that
     ends with the step; in-process, both are put back, so the next build imports the files as they are then."""
-    from edgebuild import runners
+    from edgebuild.engine import runners
 
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "layers_for_this_test.py").write_text("W = 1\n")
     path = list(sys.path)
     with runners._imports_forgotten():
         sys.path.insert(0, str(tmp_path / "user"))
-        import layers_for_this_test  # noqa: F401
         import colorsys  # noqa: F401   (the standard library's, from a folder already on sys.path)
+
+        import layers_for_this_test  # noqa: F401
     assert sys.path == path and "layers_for_this_test" not in sys.modules and "colorsys" in sys.modules
 
 
 def test_tool_versions_come_from_installed_metadata_without_importlib_metadata(tmp_path: Path, monkeypatch) -> None:
     import importlib.metadata
 
-    from edgebuild import dists
+    from edgebuild.engine import dists
 
     for name in ("onnx", "onnxruntime", "numpy", "PyYAML", "pyyaml", "onnx-ir", "onnx_ir", "jsonschema"):
         assert dists.version(name) == importlib.metadata.version(name), name

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from edgebuild import report
 from edgebuild.cli import main
+from edgebuild.output import report
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -470,7 +470,7 @@ def test_the_page_is_self_contained(page: El) -> None:
 def summary(m: dict[str, Any], targets: list[str] | None = None) -> str:
     from rich.console import Console
 
-    from edgebuild.summary import print_table
+    from edgebuild.output.summary import print_table
 
     buf = io.StringIO()
     print_table(m, targets, Console(file=buf, width=200, force_terminal=False, highlight=False))

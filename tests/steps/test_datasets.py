@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebuild import datasets
+from edgebuild.frontend import datasets
 
 
 def test_inspect_reads_shapes_and_dtypes(tmp_path: Path) -> None:

@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import torchkit
+
 from edgebuild.steps.base import StepError
 from edgebuild.steps.export import Export
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
-from edgebuild.steps import _pytorch  # noqa: E402
+from edgebuild.pytorch import modules as torch_modules  # noqa: E402
 from edgebuild.steps.distill import Distill  # noqa: E402
 from edgebuild.steps.prune import Prune  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_the_student_learns_from_the_teacher_and_exports(kit, recipe: Path, tmp_
     assert facts["labels"] is True and len(facts["loss"]) == 3 and facts["loss"][-1] < facts["loss"][0]
     assert facts["agreement"]["data"] == "eval" and 0 <= facts["agreement"]["value"] <= 1
     assert set(facts["accuracy"]) == {"data", "teacher", "student"}
-    student = _pytorch.load_saved(ctx, tmp_path / "d")
+    student = torch_modules.load_saved(ctx, tmp_path / "d")
     assert type(student).__name__ == "Small"
     exported, _ = _run(kit, recipe, tmp_path / "onnx", {}, kind=Export, input_dir=tmp_path / "d", step_id="fp32")
     assert exported["outputs"] == {"output": ["batch", 4]}
@@ -66,7 +66,7 @@ def test_a_pruned_teacher_and_a_pruned_student(kit, recipe: Path, tmp_path: Path
     _run(kit, recipe, tmp_path / "d", dict(PARAMS, epochs=1), input_dir=tmp_path / "p")
     facts, ctx = _run(kit, recipe, tmp_path / "pp", {"amount": 0.5, "round_to": 4}, kind=Prune, input_dir=tmp_path / "d")
     assert facts["channels"]["conv"] == [4, 8]
-    assert _pytorch.load_saved(ctx, tmp_path / "pp").conv.out_channels == 4
+    assert torch_modules.load_saved(ctx, tmp_path / "pp").conv.out_channels == 4
 
 
 def test_a_student_whose_outputs_do_not_match_is_located(kit, recipe: Path, tmp_path: Path) -> None:

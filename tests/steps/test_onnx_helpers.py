@@ -1,4 +1,4 @@
-"""edgebuild.steps._onnx: saving (IR pin, opset limit, checker, same bytes) and graph rewrites."""
+"""edgebuild.onnx.graph: saving (IR pin, opset limit, checker, same bytes) and graph rewrites."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebuild.steps import _onnx
+from edgebuild.onnx import graph as onnx_graph
+from edgebuild.onnx import rewrites
+from edgebuild.onnx import runtime as onnx_runtime
 from edgebuild.steps.base import StepError
 
 
@@ -25,24 +27,24 @@ def _relu(opset: int = 17, ir: int = onnx.IR_VERSION) -> onnx.ModelProto:
 
 def test_save_pins_ir_version_and_producer(tmp_path: Path) -> None:
     m = _relu(ir=onnx.IR_VERSION)   # onnx 1.23 writes IR 14 by default
-    _onnx.save(m, tmp_path / "m.onnx", ir_version=10, max_opset=21)
+    onnx_graph.save(m, tmp_path / "m.onnx", ir_version=10, max_opset=21)
     back = onnx.load(str(tmp_path / "m.onnx"))
     assert back.ir_version == 10
     assert back.producer_name == "edgebuild" and back.producer_version == ""
     # a lower IR version stays as it is
-    _onnx.save(_relu(ir=8), tmp_path / "low.onnx", ir_version=10, max_opset=21)
+    onnx_graph.save(_relu(ir=8), tmp_path / "low.onnx", ir_version=10, max_opset=21)
     assert onnx.load(str(tmp_path / "low.onnx")).ir_version == 8
 
 
 def test_save_writes_identical_bytes(tmp_path: Path) -> None:
-    _onnx.save(_relu(), tmp_path / "a.onnx", 10, 21)
-    _onnx.save(_relu(), tmp_path / "b.onnx", 10, 21)
+    onnx_graph.save(_relu(), tmp_path / "a.onnx", 10, 21)
+    onnx_graph.save(_relu(), tmp_path / "b.onnx", 10, 21)
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
 
 def test_save_refuses_opset_above_limit(tmp_path: Path) -> None:
     with pytest.raises(StepError, match="opset 21.*opset 17 at most") as e:
-        _onnx.save(_relu(opset=21), tmp_path / "m.onnx", 10, 17, opset_path=("steps", "fp32", "with", "opset"))
+        onnx_graph.save(_relu(opset=21), tmp_path / "m.onnx", 10, 17, opset_path=("steps", "fp32", "with", "opset"))
     assert e.value.recipe_path == ("steps", "fp32", "with", "opset")
     assert "opset: 17" in (e.value.hint or "")
     assert not (tmp_path / "m.onnx").exists()
@@ -50,13 +52,13 @@ def test_save_refuses_opset_above_limit(tmp_path: Path) -> None:
 
 def test_save_refuses_ir_too_low_for_opset(tmp_path: Path) -> None:
     with pytest.raises(StepError, match="IR version 10"):
-        _onnx.save(_relu(opset=21), tmp_path / "m.onnx", ir_version=9, max_opset=21)
+        onnx_graph.save(_relu(opset=21), tmp_path / "m.onnx", ir_version=9, max_opset=21)
 
 
 def test_save_drops_unused_domain_imports(tmp_path: Path) -> None:
     m = _relu()
     m.opset_import.extend([helper.make_opsetid("ai.onnx.ml", 5), helper.make_opsetid("com.microsoft", 1)])
-    _onnx.save(m, tmp_path / "m.onnx", ir_version=8, max_opset=17)   # ai.onnx.ml 5 alone would need IR 10
+    onnx_graph.save(m, tmp_path / "m.onnx", ir_version=8, max_opset=17)   # ai.onnx.ml 5 alone would need IR 10
     assert [o.domain for o in onnx.load(str(tmp_path / "m.onnx")).opset_import] == [""]
 
 
@@ -64,7 +66,7 @@ def test_save_runs_checker(tmp_path: Path) -> None:
     m = _relu()
     m.graph.node[0].input[0] = "nowhere"
     with pytest.raises(StepError, match="ONNX checker"):
-        _onnx.save(m, tmp_path / "m.onnx", 10, 21)
+        onnx_graph.save(m, tmp_path / "m.onnx", 10, 21)
 
 
 def _gemm_model(trans_b: int, alpha: float, beta: float, bias: bool) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
@@ -85,12 +87,12 @@ def _gemm_model(trans_b: int, alpha: float, beta: float, bias: bool) -> tuple[on
 def test_gemm_to_matmul_keeps_results(trans_b: int, alpha: float, beta: float, bias: bool) -> None:
     m, _, _ = _gemm_model(trans_b, alpha, beta, bias)
     x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
-    want = _onnx.session(m).run(None, {"x": x})[0]
-    assert _onnx.gemm_to_matmul(m) == 1
-    assert "Gemm" not in _onnx.count_ops(m) and _onnx.count_ops(m)["MatMul"] == 1
-    assert _onnx.constant_matmuls(m) == 1
+    want = onnx_runtime.session(m).run(None, {"x": x})[0]
+    assert rewrites.gemm_to_matmul(m) == 1
+    assert "Gemm" not in onnx_graph.count_ops(m) and onnx_graph.count_ops(m)["MatMul"] == 1
+    assert rewrites.constant_matmuls(m) == 1
     onnx.checker.check_model(m)
-    got = _onnx.session(m).run(None, {"x": x})[0]
+    got = onnx_runtime.session(m).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert "w" not in {t.name for t in m.graph.initializer}   # the unused original weight is dropped
 
@@ -100,25 +102,25 @@ def test_topo_sort_orders_appended_nodes() -> None:
                            helper.make_node("Neg", ["x"], ["a"], name="neg")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    assert _onnx.topo_sort(g) is True
+    assert onnx_graph.topo_sort(g) is True
     assert [n.name for n in g.node] == ["neg", "relu"]
-    assert _onnx.topo_sort(g) is False
+    assert onnx_graph.topo_sort(g) is False
 
 
 def test_precision_and_counts(models: dict[str, Path]) -> None:
-    m = _onnx.load(models["cnn"])
-    assert _onnx.precision_of(m) == "fp32"
-    assert _onnx.count_ops(m) == {"Conv": 2, "Flatten": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 2}
-    assert _onnx.graph_inputs(m) == {"x": {"shape": ["batch", 3, 16, 16], "dtype": "float32"}}
-    assert _onnx.graph_outputs(m) == {"y": ["batch", 10]}
-    assert _onnx.sig3(0.000123456) == 0.000123 and _onnx.sig3(123456.0) == 123000.0
+    m = onnx_graph.load(models["cnn"])
+    assert onnx_graph.precision_of(m) == "fp32"
+    assert onnx_graph.count_ops(m) == {"Conv": 2, "Flatten": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 2}
+    assert onnx_graph.graph_inputs(m) == {"x": {"shape": ["batch", 3, 16, 16], "dtype": "float32"}}
+    assert onnx_graph.graph_outputs(m) == {"y": ["batch", 10]}
+    assert onnx_runtime.sig3(0.000123456) == 0.000123 and onnx_runtime.sig3(123456.0) == 123000.0
 
 
 def test_load_rejects_non_onnx(tmp_path: Path) -> None:
     bad = tmp_path / "x.onnx"
     bad.write_text("version https://git-lfs.github.com/spec/v1\n")
     with pytest.raises(StepError, match="cannot read ONNX model"):
-        _onnx.load(bad)
+        onnx_graph.load(bad)
 
 
 def test_save_sorts_a_node_placed_before_what_its_subgraph_reads(tmp_path: Path) -> None:
@@ -135,7 +137,7 @@ def test_save_sorts_a_node_placed_before_what_its_subgraph_reads(tmp_path: Path)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(onnx.checker.ValidationError):
         onnx.checker.check_model(m)
-    _onnx.save(m, tmp_path / "m.onnx", 10, 21)
+    onnx_graph.save(m, tmp_path / "m.onnx", 10, 21)
     back = onnx.load(str(tmp_path / "m.onnx"))
     assert [n.name for n in back.graph.node] == ["makes_t", "if"]
 
@@ -147,14 +149,14 @@ def test_timing_turn_waits_for_another_process_timing(tmp_path: Path) -> None:
     import sys
     import time
 
-    hold = ("import sys, time\nfrom edgebuild.steps import _onnx\nwith _onnx.timing_turn():\n"
+    hold = ("import sys, time\nfrom edgebuild.onnx import runtime as onnx_runtime\nwith onnx_runtime.timing_turn():\n"
             "    print('held', flush=True)\n    time.sleep(1.0)\n")
     proc = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         t0 = time.perf_counter()
-        with _onnx.timing_turn():
-            with _onnx.timing_turn():
+        with onnx_runtime.timing_turn():
+            with onnx_runtime.timing_turn():
                 waited = time.perf_counter() - t0
         assert waited >= 0.5, waited
     finally:
@@ -164,29 +166,29 @@ def test_timing_turn_waits_for_another_process_timing(tmp_path: Path) -> None:
 def test_an_unsettled_paired_timing_times_more_pairs_until_it_settles() -> None:
     """A speed decision the first budget leaves unclear gets more pairs, a budget at a time, until `settled`
     says it is clear (or max_s has passed); `settled` sees every intermediate result."""
-    sess = _onnx.session(_relu())
+    sess = onnx_runtime.session(_relu())
     feed = {"x": np.ones((1, 4), np.float32)}
     seen: list[int] = []
 
-    def clear_on_the_third_look(p: _onnx.Paired) -> bool:
+    def clear_on_the_third_look(p: onnx_runtime.Paired) -> bool:
         seen.append(p.pairs)
         return len(seen) == 3
 
-    out = _onnx.paired_latency(sess, sess, feed, budget_s=0.01, min_pairs=20, max_pairs=1_000_000,
+    out = onnx_runtime.paired_latency(sess, sess, feed, budget_s=0.01, min_pairs=20, max_pairs=1_000_000,
                                settled=clear_on_the_third_look, max_s=60.0)
     assert len(seen) == 3 and seen[0] >= 20 and seen[0] < seen[1] < seen[2] == out.pairs
     assert out.a_ms > 0 and out.b_ms > 0
     seen.clear()
-    _onnx.paired_latency(sess, sess, feed, budget_s=0.01, min_pairs=20, settled=lambda p: seen.append(p.pairs) or True,
+    onnx_runtime.paired_latency(sess, sess, feed, budget_s=0.01, min_pairs=20, settled=lambda p: seen.append(p.pairs) or True,
                          max_s=60.0)
     assert len(seen) == 1   # clear at once: one budget
 
 
 def test_a_speed_decision_is_settled_when_clear_either_way() -> None:
-    from edgebuild.steps._quantize import MIN_GAIN, decided
+    from edgebuild.onnx.quantize import MIN_GAIN, decided
 
-    def pair(speedup: float, noise: float) -> _onnx.Paired:
-        return _onnx.Paired(1.0, 1.0 / speedup, 1.0 / speedup, noise, 0.0, 20)
+    def pair(speedup: float, noise: float) -> onnx_runtime.Paired:
+        return onnx_runtime.Paired(1.0, 1.0 / speedup, 1.0 / speedup, noise, 0.0, 20)
 
     assert decided(pair(1.6, 0.25))            # clearly faster, even at the noise cap
     assert decided(pair(0.5, 0.3))             # clearly slower: 0.5 x 1.3 is below the bar

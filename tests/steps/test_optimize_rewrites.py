@@ -15,7 +15,8 @@ from onnx import TensorProto as TP
 from onnx import helper as H
 from onnx import numpy_helper as NH
 
-from edgebuild.steps import _onnx
+from edgebuild.onnx import graph as onnx_graph
+from edgebuild.onnx import runtime as onnx_runtime
 from edgebuild.steps.optimize import Optimize
 
 OFF = {"drop_initializer_inputs": False, "fuse": False, "prelu_as_max": False}
@@ -79,7 +80,7 @@ def _optimize(kit: Any, src: Path, out: Path, **params: Any) -> tuple[dict[str, 
 
 
 def _ops(model: onnx.ModelProto) -> dict[str, int]:
-    return _onnx.count_ops(model)
+    return onnx_graph.count_ops(model)
 
 
 def test_initializer_inputs_are_dropped_so_batchnorm_folds_and_hardswish_fuses(kit, tmp_path: Path) -> None:
@@ -171,7 +172,7 @@ def test_rewrites_make_the_optimized_model_faster(kit, tmp_path: Path, case: str
     facts, _ = _optimize(kit, src, tmp_path / "on", **on)
     assert facts.get("rewrites")
     _optimize(kit, src, tmp_path / "off", **OFF)
-    sessions = [_onnx.session(tmp_path / "off" / "model.onnx"), _onnx.session(tmp_path / "on" / "model.onnx")]
+    sessions = [onnx_runtime.session(tmp_path / "off" / "model.onnx"), onnx_runtime.session(tmp_path / "on" / "model.onnx")]
     feed = _feed()
     off_ms, on_ms = _median_ms(sessions, feed)
     print(f"\n{case}: without rewrites {off_ms:.3f} ms, with {on_ms:.3f} ms: {off_ms / on_ms:.2f}x")

@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import torchkit
+
 from edgebuild.steps.base import StepError
 from edgebuild.steps.export import Export
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
-from edgebuild.steps import _pytorch  # noqa: E402
+from edgebuild.pytorch import modules as torch_modules  # noqa: E402
 from edgebuild.steps.prune import Prune  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def _error(kit: Any, recipe: Path, tmp_path: Path, params: dict[str, Any], **kw:
 
 def test_half_the_channels_go_and_the_model_really_shrinks(kit, recipe: Path, tmp_path: Path) -> None:
     facts, ctx = _run(kit, recipe, tmp_path / "out", {"amount": 0.5})
-    model = _pytorch.load_saved(ctx, tmp_path / "out")
+    model = torch_modules.load_saved(ctx, tmp_path / "out")
     # the residual block's add stays consistent: the stem and both block convs lose the same channels
     assert [model.stem.out_channels, model.block.conv1.out_channels, model.block.conv2.out_channels] == [8, 8, 8]
     assert model.block.conv1.weight.shape == (8, 8, 3, 3) and model.block.bn2.num_features == 8
@@ -90,7 +90,7 @@ def test_taylor_importance_ranks_with_gradients_of_the_training_data(kit, recipe
 def test_unstructured_only_zeroes_weights_and_says_it_will_not_be_faster(kit, recipe: Path, tmp_path: Path) -> None:
     facts, ctx = _run(kit, recipe, tmp_path / "u", {"amount": 0.5, "mode": "unstructured",
                                                      "fine_tune": {"data": "train", "epochs": 1}})
-    model = _pytorch.load_saved(ctx, tmp_path / "u")
+    model = torch_modules.load_saved(ctx, tmp_path / "u")
     assert model.stem.out_channels == 16 and facts["params"]["after"] == facts["params"]["before"]
     assert 0.49 <= facts["sparsity"] <= 0.51     # zeros survive fine-tuning
     assert float((model.stem.weight == 0).float().mean()) >= 0.45

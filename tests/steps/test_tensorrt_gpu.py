@@ -17,7 +17,7 @@ if not hasattr(trt, "Builder"):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_builds_an_engine_with_a_batch_profile(kit, models, tmp_path: Path, precision: str) -> None:
-    from edgebuild import hostinfo
+    from edgebuild.engine import hostinfo
 
     if hostinfo.gpu() is None:
         pytest.skip("no CUDA GPU on this host")
@@ -40,7 +40,7 @@ def test_builds_an_engine_with_a_batch_profile(kit, models, tmp_path: Path, prec
 
 def test_a_second_build_starts_from_the_timing_cache(kit, models, tmp_path: Path) -> None:
     """The carried state: a build given the first one's timing cache merges it, and the cache does not shrink."""
-    from edgebuild import hostinfo
+    from edgebuild.engine import hostinfo
 
     if hostinfo.gpu() is None:
         pytest.skip("no CUDA GPU on this host")

@@ -24,8 +24,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
+import clikit
 import numpy as np
 import pytest
+from browser_kit import Chromium, Served
 
 from edgebuild.steps import kinds
 from edgebuild.steps import wasm_bundle as wb
@@ -35,9 +37,6 @@ from edgebuild.steps.int4 import Int4
 from edgebuild.steps.quantize_dynamic import QuantizeDynamic
 from edgebuild.steps.quantize_static import QuantizeStatic
 from edgebuild.steps.wasm_bundle import WasmBundle
-
-import clikit
-from browser_kit import Chromium, Served
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -67,7 +66,7 @@ def in_browser(test: Any) -> Any:
 
 
 def browser_wasm_target() -> dict[str, Any]:
-    from edgebuild import targets
+    from edgebuild.frontend import targets
 
     return targets.load("browser-wasm", ROOT).data
 
@@ -127,8 +126,8 @@ def _recipe(tmp_path: Path, profile_runtimes: str) -> Path:
 
 
 def test_check_wants_onnxruntime_web_on_every_target_that_ships_the_bundle(tmp_path: Path):
-    from edgebuild import recipe
     from edgebuild.errors import UserError
+    from edgebuild.frontend import recipe
 
     with pytest.raises(UserError) as err:
         recipe.load(_recipe(tmp_path, "runtimes:\n  onnxruntime: \"1.22\"\n"))
@@ -138,7 +137,7 @@ def test_check_wants_onnxruntime_web_on_every_target_that_ships_the_bundle(tmp_p
 
 
 def test_check_passes_when_the_targets_pin_onnxruntime_web(tmp_path: Path):
-    from edgebuild import recipe
+    from edgebuild.frontend import recipe
 
     r = recipe.load(_recipe(tmp_path, "runtimes:\n  onnxruntime-web: \"1.29\"\n"))
     assert r.steps["web"].kind is WasmBundle

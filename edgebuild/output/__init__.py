@@ -1,0 +1,1 @@
+"""What a build leaves for people: the published folder and manifest, the terminal summary, the HTML report."""

@@ -1,0 +1,1 @@
+"""Model-level PyTorch code used inside steps: the recipe's module and its training."""

@@ -1,0 +1,1 @@
+"""Lock files, provenance, signatures and verification of a published build."""
