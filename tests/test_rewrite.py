@@ -21,7 +21,12 @@ from onnx import numpy_helper as NH
 
 from edgebuild.errors import UserError
 from edgebuild.onnx import graph as onnx_graph
-from edgebuild.onnx import rewrites
+from edgebuild.onnx.rewrites.declared_shapes import override_input_dims
+from edgebuild.onnx.rewrites.gemm_as_matmul import constant_matmuls
+from edgebuild.onnx.rewrites.hardswish_fusion import fuse_hardswish
+from edgebuild.onnx.rewrites.if_inlining import inline_constant_if
+from edgebuild.onnx.rewrites.initializer_inputs import drop_initializer_inputs, fix_inputs
+from edgebuild.onnx.rewrites.prelu_as_max import prelu_to_max
 from edgebuild.onnx import source as onnx_source
 from edgebuild.steps.base import RunContext, StepError
 
@@ -131,20 +136,20 @@ def test_drop_initializer_inputs_makes_weights_constants_and_keeps_results() -> 
     m = _conv_stack("clip", consts_as="input")
     n_inits = len(m.graph.initializer)
     assert len(m.graph.input) == 1 + n_inits
-    assert rewrites.fuse_hardswish(copy.deepcopy(m)) == 0     # overridable "constants": nothing to fuse
+    assert fuse_hardswish(copy.deepcopy(m)) == 0     # overridable "constants": nothing to fuse
     r = copy.deepcopy(m)
-    assert rewrites.drop_initializer_inputs(r) == n_inits
+    assert drop_initializer_inputs(r) == n_inits
     assert [vi.name for vi in r.graph.input] == ["x"]
     onnx.checker.check_model(r)
     _same(m, r, {"x": _x()})
-    assert rewrites.drop_initializer_inputs(r) == 0
-    assert rewrites.fuse_hardswish(r) == 2                    # now they are constants
+    assert drop_initializer_inputs(r) == 0
+    assert fuse_hardswish(r) == 2                    # now they are constants
 
 
 def test_drop_initializer_inputs_raises_ir_3_models_to_4() -> None:
     m = _conv_stack("prelu", consts_as="input")
     m.ir_version = 3
-    assert rewrites.drop_initializer_inputs(m) == 6     # 2 layers x (weight, bias, slope)
+    assert drop_initializer_inputs(m) == 6     # 2 layers x (weight, bias, slope)
     assert m.ir_version == 4
 
 
@@ -156,7 +161,7 @@ def test_drop_initializer_inputs_raises_ir_3_models_to_4() -> None:
 def test_fuse_hardswish_variants_are_fused_and_numerically_identical(act: str, consts_as: str) -> None:
     m = _conv_stack(act, consts_as=consts_as)
     r = copy.deepcopy(m)
-    assert rewrites.fuse_hardswish(r) == 2
+    assert fuse_hardswish(r) == 2
     onnx.checker.check_model(r)
     ops = _ops(r)
     assert ops.count("HardSwish") == 2
@@ -171,7 +176,7 @@ def test_fuse_hardswish_keeps_patterns_whose_intermediates_are_used_elsewhere() 
     m = _conv_stack("clip", layers=1)
     m.graph.output.append(H.make_tensor_value_info("r0", TP.FLOAT, None))   # the Clip output is also a model output
     r = copy.deepcopy(m)
-    assert rewrites.fuse_hardswish(r) == 0
+    assert fuse_hardswish(r) == 0
     assert r == m
 
 
@@ -179,9 +184,9 @@ def test_fuse_hardswish_needs_exact_constants_and_opset_14() -> None:
     m = _conv_stack("clip", layers=1)
     three = next(t for t in m.graph.initializer if t.name == "three0")
     three.CopyFrom(NH.from_array(_f32(2.0), "three0"))      # x * Clip(x + 2, 0, 6) / 6 is not hard-swish
-    assert rewrites.fuse_hardswish(copy.deepcopy(m)) == 0
+    assert fuse_hardswish(copy.deepcopy(m)) == 0
     old = _conv_stack("clip", layers=1, opset=13)
-    assert rewrites.fuse_hardswish(old) == 0                 # no HardSwish before opset 14
+    assert fuse_hardswish(old) == 0                 # no HardSwish before opset 14
 
 
 def test_fuse_hardswish_inside_subgraphs() -> None:
@@ -195,7 +200,7 @@ def test_fuse_hardswish_inside_subgraphs() -> None:
     m = H.make_model(g, opset_imports=[H.make_opsetid("", 17)])
     m.ir_version = 8
     r = copy.deepcopy(m)
-    assert rewrites.fuse_hardswish(r) == 1
+    assert fuse_hardswish(r) == 1
     onnx.checker.check_model(r)
     _same(m, r, {"x": _x(), "flag": np.array(True)})
 
@@ -206,7 +211,7 @@ def test_fuse_hardswish_inside_subgraphs() -> None:
 def test_prelu_to_max_is_exact_for_slopes_in_0_1() -> None:
     m = _conv_stack("prelu", layers=3)
     r = copy.deepcopy(m)
-    assert rewrites.prelu_to_max(r) == 3
+    assert prelu_to_max(r) == 3
     onnx.checker.check_model(r)
     assert "PRelu" not in _ops(r) and _ops(r).count("Max") == 3
     for seed in (1, 2):
@@ -219,11 +224,11 @@ def test_prelu_to_max_leaves_slopes_outside_0_1_and_input_slopes() -> None:
     arr = NH.to_array(slope).copy()
     arr[0] = 1.5
     slope.CopyFrom(NH.from_array(arr, slope.name))
-    assert rewrites.prelu_to_max(copy.deepcopy(m)) == 0
+    assert prelu_to_max(copy.deepcopy(m)) == 0
     arr[0] = -0.1
     slope.CopyFrom(NH.from_array(arr, slope.name))
-    assert rewrites.prelu_to_max(copy.deepcopy(m)) == 0
-    assert rewrites.prelu_to_max(_conv_stack("prelu", layers=1, consts_as="input")) == 0   # overridable slope
+    assert prelu_to_max(copy.deepcopy(m)) == 0
+    assert prelu_to_max(_conv_stack("prelu", layers=1, consts_as="input")) == 0   # overridable slope
 
 
 # -- override_input_dims -----------------------------------------------------------------------
@@ -251,7 +256,7 @@ def test_override_input_dims_lets_a_wrongly_declared_fully_conv_model_run_at_oth
     with pytest.raises(Exception, match="dimensions|shape"):
         _run(m, {"x": x})
     r = copy.deepcopy(m)
-    assert rewrites.override_input_dims(r, {"x": {"shape": [1, 3, 64, 64]}}) == 2   # the input and the output
+    assert override_input_dims(r, {"x": {"shape": [1, 3, 64, 64]}}) == 2   # the input and the output
     onnx.checker.check_model(r)
     assert onnx_graph.dims(r.graph.input[0]) == [1, 3, 64, 64]
     assert onnx_graph.dims(r.graph.output[0]) == [1, 4, 64, 64]                       # inferred, not kept
@@ -260,7 +265,7 @@ def test_override_input_dims_lets_a_wrongly_declared_fully_conv_model_run_at_oth
     assert y.shape == (1, 4, 64, 64)
     # the same numbers as the model computes at its declared size, on the 32x32 corner
     ref = copy.deepcopy(m)
-    rewrites.override_input_dims(ref, {"x": {"shape": ["n", 3, "h", "w"]}})
+    override_input_dims(ref, {"x": {"shape": ["n", 3, "h", "w"]}})
     assert onnx_graph.dims(ref.graph.input[0]) == ["n", 3, "h", "w"]
     assert onnx_graph.dims(ref.graph.output[0])[1] == 4 and len(onnx_graph.dims(ref.graph.output[0])) == 4
     assert all(isinstance(d, str) for i, d in enumerate(onnx_graph.dims(ref.graph.output[0])) if i != 1)   # symbolic, never 1/100
@@ -274,7 +279,7 @@ def test_override_input_dims_lets_a_wrongly_declared_fully_conv_model_run_at_oth
 def test_override_input_dims_is_a_no_op_when_dims_agree() -> None:
     m = _fully_conv_wrongly_declared()
     r = copy.deepcopy(m)
-    assert rewrites.override_input_dims(r, {"x": {"shape": [10, 3, 32, 32]}, "nope": {"shape": [1]}}) == 0
+    assert override_input_dims(r, {"x": {"shape": [10, 3, 32, 32]}, "nope": {"shape": [1]}}) == 0
     assert r == m
 
 
@@ -335,9 +340,9 @@ def test_fix_inputs_and_inline_constant_if_take_the_branch_and_keep_results() ->
     x = _x((3, 64), seed=4)
     for rate in (16000, 8000):
         r = copy.deepcopy(m)
-        assert rewrites.fix_inputs(r, {"sample_rate": rate}) == 1
+        assert fix_inputs(r, {"sample_rate": rate}) == 1
         assert "sample_rate" not in [vi.name for vi in r.graph.input]
-        assert rewrites.inline_constant_if(r) == 1   # the data-dependent Ifs stay
+        assert inline_constant_if(r) == 1   # the data-dependent Ifs stay
         onnx.checker.check_model(r, full_check=True)
         assert [n.name for n in r.graph.node if n.op_type == "If"] != ["by_rate"]
         assert not any(n.name == "by_rate" for n in r.graph.node)
@@ -347,13 +352,13 @@ def test_fix_inputs_and_inline_constant_if_take_the_branch_and_keep_results() ->
             np.testing.assert_allclose(_run(r, {"x": xs})[0],
                                        _run(m, {"x": xs, "sample_rate": np.array(rate, dtype=np.int64)})[0],
                                        rtol=1e-5, atol=1e-5)
-        assert rewrites.constant_matmuls(r) == 2                              # in the main graph now
+        assert constant_matmuls(r) == 2                              # in the main graph now
 
 
 def test_inline_renames_clashing_branch_names_in_nested_subgraphs_too() -> None:
     r = _if_model()
-    rewrites.fix_inputs(r, {"sample_rate": 16000})
-    rewrites.inline_constant_if(r)
+    fix_inputs(r, {"sample_rate": 16000})
+    inline_constant_if(r)
     main = {o for n in r.graph.node for o in n.output}
     assert "h" not in main and "h_1" in main                       # `h` is also a local of the bias If's branch
     nested = next(n for n in r.graph.node if n.op_type == "If" and n.output[0] == "z")
@@ -371,10 +376,10 @@ def test_inline_constant_if_folds_conditions_from_fixed_shapes() -> None:
     inits = [NH.from_array(np.array(1, dtype=np.int64), "one"), NH.from_array(np.array(3, dtype=np.int64), "three")]
     m = _model(nodes, [H.make_tensor_value_info("x", TP.FLOAT, ["n", 3])], [H.make_tensor_value_info("y", TP.FLOAT, ["n", 3])],
                inits)
-    assert rewrites.inline_constant_if(copy.deepcopy(m)) == 0     # Shape of a partly symbolic input: not folded
+    assert inline_constant_if(copy.deepcopy(m)) == 0     # Shape of a partly symbolic input: not folded
     r = copy.deepcopy(m)
-    rewrites.override_input_dims(r, {"x": {"shape": [2, 3]}})
-    assert rewrites.inline_constant_if(r) == 1
+    override_input_dims(r, {"x": {"shape": [2, 3]}})
+    assert inline_constant_if(r) == 1
     assert _ops(r) == ["Neg"]
     x = _x((2, 3))
     np.testing.assert_allclose(_run(r, {"x": x})[0], -x)
@@ -383,7 +388,7 @@ def test_inline_constant_if_folds_conditions_from_fixed_shapes() -> None:
 def test_inline_constant_if_leaves_data_dependent_ifs() -> None:
     m = _if_model()
     r = copy.deepcopy(m)
-    assert rewrites.inline_constant_if(r) == 0
+    assert inline_constant_if(r) == 0
     assert r == m
 
 

@@ -2,11 +2,11 @@
 
 A recipe may declare dims that differ from the graph's (a fixed `[10, 3, 32, 32]` on a fully
 convolutional model, made `[1, 3, h, w]`) and fix inputs to constants (`value:`, e.g. a sample
-rate the model branches on). `normalize()` applies, in order: `rewrites.fix_inputs` (fixed inputs
-become initializers), `rewrites.inline_constant_if` (an If on a now-constant condition becomes its
-branch, so quantizers see the branch's nodes), `rewrites.override_input_dims` (declared dims
-rewritten, output dims re-inferred or left symbolic). Called by the worker for steps that read the
-recipe's model; imports onnx only when called.
+rate the model branches on). `normalize()` applies, in order, from edgebuild/onnx/rewrites/:
+`initializer_inputs.fix_inputs` (fixed inputs become initializers), `if_inlining.inline_constant_if`
+(an If on a now-constant condition becomes its branch, so quantizers see the branch's nodes),
+`declared_shapes.override_input_dims` (declared dims rewritten, output dims re-inferred or left
+symbolic). Called by the worker for steps that read the recipe's model; imports onnx only when called.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def normalize(source_path: str | Path, inputs: dict[str, dict[str, Any]], out_pa
     import onnx
 
     from edgebuild.onnx import graph as onnx_graph
-    from edgebuild.onnx import rewrites
+    from edgebuild.onnx.graph import declared_dims
+    from edgebuild.onnx.rewrites.declared_shapes import override_input_dims, refresh_shapes
+    from edgebuild.onnx.rewrites.if_inlining import inline_constant_if
+    from edgebuild.onnx.rewrites.initializer_inputs import fix_inputs
 
     source_path, out_path = Path(source_path), Path(out_path)
     try:   # weights in external files are read only once there is something to do
@@ -47,7 +50,7 @@ def normalize(source_path: str | Path, inputs: dict[str, dict[str, Any]], out_pa
             continue
         if "value" in spec:
             values[name] = _array(name, spec, vi)
-        elif _differs(rewrites.declared_dims(vi), list(spec.get("shape", []))):
+        elif _differs(declared_dims(vi), list(spec.get("shape", []))):
             dims[name] = {"shape": list(spec["shape"])}
     if not values and not dims:
         return None
@@ -55,26 +58,26 @@ def normalize(source_path: str | Path, inputs: dict[str, dict[str, Any]], out_pa
         from onnx.external_data_helper import load_external_data_for_model
 
         load_external_data_for_model(model, str(source_path.parent))
-    inputs_before = {n: rewrites.declared_dims(declared[n]) for n in dims}
-    outputs_before = {o.name: rewrites.declared_dims(o) for o in graph.output}
+    inputs_before = {n: declared_dims(declared[n]) for n in dims}
+    outputs_before = {o.name: declared_dims(o) for o in graph.output}
     facts: dict[str, Any] = {}
     if values:
-        rewrites.fix_inputs(model, values)
+        fix_inputs(model, values)
         facts["fixed"] = {n: _plain(inputs[n]["value"]) for n in sorted(values)}
-        inlined = rewrites.inline_constant_if(model)
+        inlined = inline_constant_if(model)
         if inlined:
             facts["if_inlined"] = inlined
     if dims:
-        rewrites.override_input_dims(model, dims)
+        override_input_dims(model, dims)
     elif values:
-        rewrites.refresh_shapes(model)   # a fixed input (or an inlined branch) can change what the outputs are
-    now_inputs = {vi.name: rewrites.declared_dims(vi) for vi in model.graph.input}
+        refresh_shapes(model)   # a fixed input (or an inlined branch) can change what the outputs are
+    now_inputs = {vi.name: declared_dims(vi) for vi in model.graph.input}
     changed_inputs = {n: {"declared": _shown(inputs_before[n]), "now": _shown(now_inputs.get(n))}
                       for n in sorted(inputs_before) if inputs_before[n] != now_inputs.get(n)}
     if changed_inputs:
         facts["inputs"] = changed_inputs
-    changed_outputs = {o.name: {"declared": _shown(outputs_before.get(o.name)), "now": _shown(rewrites.declared_dims(o))}
-                       for o in model.graph.output if outputs_before.get(o.name) != rewrites.declared_dims(o)}
+    changed_outputs = {o.name: {"declared": _shown(outputs_before.get(o.name)), "now": _shown(declared_dims(o))}
+                       for o in model.graph.output if outputs_before.get(o.name) != declared_dims(o)}
     if changed_outputs:
         facts["outputs"] = dict(sorted(changed_outputs.items()))
     try:

@@ -41,8 +41,8 @@ class Int4(StepKind):
         import logging
 
         from edgebuild.onnx import graph as onnx_graph
-        from edgebuild.onnx import rewrites
         from edgebuild.onnx import runtime as onnx_runtime
+        from edgebuild.onnx.rewrites.gemm_as_matmul import constant_matmuls, gemm_to_matmul
 
         with onnx_runtime.keep_root_logging():
             from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
@@ -54,10 +54,10 @@ class Int4(StepKind):
         model = onnx_graph.load(ctx.input_model)
         size_before = onnx_graph.file_size(ctx.input_model)
         pre = onnx_quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
-        converted = rewrites.gemm_to_matmul(model)
+        converted = gemm_to_matmul(model)
         if converted:
             ctx.log.info("rewrote %d Gemm node(s) with constant weights as MatMul + Add", converted)
-        candidates = rewrites.constant_matmuls(model)
+        candidates = constant_matmuls(model)
         if candidates == 0:
             raise StepError(
                 "no MatMul with constant weights to quantize: INT4 weight-only quantization would leave the model unchanged",

@@ -59,7 +59,9 @@ class Optimize(StepKind):
         import onnxruntime as ort
 
         from edgebuild.onnx import graph as onnx_graph
-        from edgebuild.onnx import rewrites
+        from edgebuild.onnx.rewrites.hardswish_fusion import fuse_hardswish
+        from edgebuild.onnx.rewrites.initializer_inputs import drop_initializer_inputs
+        from edgebuild.onnx.rewrites.prelu_as_max import prelu_to_max
 
         p = ctx.params
         level = p["level"]
@@ -67,11 +69,11 @@ class Optimize(StepKind):
         nodes_before = onnx_graph.node_count(before)
         counts = {}
         if p.get("drop_initializer_inputs", True):
-            counts["drop_initializer_inputs"] = rewrites.drop_initializer_inputs(before)
+            counts["drop_initializer_inputs"] = drop_initializer_inputs(before)
         if p.get("fuse", True):
-            counts["fuse_hardswish"] = rewrites.fuse_hardswish(before)
+            counts["fuse_hardswish"] = fuse_hardswish(before)
         if p.get("prelu_as_max", True):
-            counts["prelu_to_max"] = rewrites.prelu_to_max(before)
+            counts["prelu_to_max"] = prelu_to_max(before)
         counts = {k: v for k, v in counts.items() if v}
         for k, v in counts.items():
             ctx.log.info("%s: %d change(s)", k, v)

@@ -76,8 +76,8 @@ class QuantizeDynamic(StepKind):
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from edgebuild.onnx import graph as onnx_graph
-        from edgebuild.onnx import rewrites
         from edgebuild.onnx import runtime as onnx_runtime
+        from edgebuild.onnx.rewrites.gemm_as_matmul import gemm_to_matmul
 
         with onnx_runtime.keep_root_logging():
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -97,7 +97,7 @@ class QuantizeDynamic(StepKind):
         op_types = sorted(p["op_types"]) if p.get("op_types") else sorted(DYNAMIC_OPS)
         converted = 0
         if "Gemm" in op_types:
-            converted = rewrites.gemm_to_matmul(model)
+            converted = gemm_to_matmul(model)
             if converted:
                 ctx.log.info("rewrote %d Gemm node(s) with constant weights as MatMul + Add", converted)
             op_types = sorted(set(op_types) - {"Gemm"} | {"MatMul"})
