@@ -94,85 +94,117 @@ class WasmBundle(StepKind):
                                "to a browser target such as browser-wasm")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        import shutil
-
-        import numpy as np
-
         from edgebuild.onnx import graph as onnx_graph
-        from edgebuild.onnx import runtime as onnx_runtime
-
-        with onnx_runtime.keep_root_logging():
-            import onnxruntime
 
         if not ctx.target:
             raise StepError("wasm-bundle is target-specific but got no target profile")
-        pinned = str((ctx.target.get("runtimes") or {}).get(PACKAGE) or "")
-        if not pinned:
-            raise StepError(f"target '{ctx.target.get('name')}' declares no {PACKAGE} runtime",
-                            hint=f"add `runtimes: {{{PACKAGE}: \"1.30\"}}` to the target profile")
+        pinned = _pinned_runtime(ctx.target)
         threads = int(ctx.params.get("threads") or (ctx.target.get("cpu") or {}).get("threads") or 1)
         warmup, runs = int(ctx.params["warmup"]), int(ctx.params["runs"])
 
         model = onnx_graph.load(ctx.input_model)
-        inputs = _specs(model, graph_input=True)
-        outputs = _specs(model, graph_input=False)
-        if not inputs:
-            raise StepError("the model has no inputs: nothing for the page to feed")
-        for name, spec in {**inputs, **outputs}.items():
-            if spec["dtype"] not in WEB_DTYPES:
-                raise StepError(f"model tensor '{name}' has element type {spec['dtype']}, which onnxruntime-web "
-                                f"tensors cannot hold (they hold {', '.join(WEB_DTYPES)})")
-
-        # 1. the model, as one file
+        inputs, outputs = _web_specs(model)
+        # 1. the model, as one file; 2. the sample and the outputs Python ONNX Runtime gives on it
         model_bytes = _write_model(ctx.input_model, ctx.output_model)
-
-        # 2. the sample and the outputs Python ONNX Runtime gives on it
         sample_info, feeds = _sample(ctx, inputs)
         for name, arr in feeds.items():
             inputs[name]["feed_shape"] = list(arr.shape)
-        # unoptimized: ONNX Runtime's fused int8 kernels on x86 without VNNI saturate (VPMADDUBSW); the
-        # reference semantics are the graph's QDQ arithmetic, which the WebAssembly kernels follow
-        with tool_errors("ONNX Runtime (Python) cannot run the model on the demo sample"):
-            sess = onnx_runtime.session(ctx.output_model, optimize=False)
-            got = sess.run(None, feeds)
-        expected = {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), got)}
-        reference = f"Python ONNX Runtime {onnxruntime.__version__} (CPU, 1 thread, graph optimizations off)"
-
-        # 3. the runtime
-        runtime = fetch_runtime(pinned, ctx.log)
-        for f in RUNTIME_FILES:
-            shutil.copyfile(runtime["dir"] / f, ctx.out_dir / f)
-
-        # 4. loader, page, headers
+        expected, reference = _reference_outputs(ctx.output_model, feeds)
+        # 3. the runtime; 4. loader, page, headers
+        runtime = _copy_runtime(pinned, ctx.out_dir, ctx.log)
         render_bundle(ctx.out_dir, step_id=ctx.step_id, target=str(ctx.target.get("name", "")),
                       ort_version=runtime["version"], inputs=inputs, outputs=outputs, threads=threads,
                       warmup=warmup, runs=runs, sample=sample_info, feeds=feeds, expected=expected,
                       reference=reference)
-
         sizes = _sizes(ctx.out_dir, runtime["files"])
-        total = sum(v["bytes"] for v in sizes.values())
-        total_gz = sum(v["gzip_bytes"] for v in sizes.values())
-        budget_mb = (ctx.target.get("budgets") or {}).get("model_size_mb")
-        if budget_mb and total > budget_mb * 1e6:
-            ctx.log.warning("the bundle is %.1f MB, over the target's model_size_mb budget of %s MB", total / 1e6, budget_mb)
-        ctx.log.info("bundle: %d files, %.2f MB (%.2f MB gzip-compressed); model %d bytes; onnxruntime-web %s (%s)",
-                     len(sizes), total / 1e6, total_gz / 1e6, model_bytes, runtime["version"], runtime["source"])
+        _log_size(ctx, sizes, model_bytes, runtime)
         return {
             "model": {"bytes": sizes["model.onnx"]["bytes"], "gzip_bytes": sizes["model.onnx"]["gzip_bytes"],
                       "precision": onnx_graph.precision_of(model)},
-            "runtime": {"package": PACKAGE, "pinned": pinned, "version": runtime["version"],
-                        "source": runtime["source"], "integrity": runtime.get("integrity"),
-                        "files": {f: sizes[f]["bytes"] for f in RUNTIME_FILES},
-                        "bytes": sum(sizes[f]["bytes"] for f in RUNTIME_FILES),
-                        "gzip_bytes": sum(sizes[f]["gzip_bytes"] for f in RUNTIME_FILES)},
+            "runtime": _runtime_facts(pinned, runtime, sizes),
             "inputs": inputs,
             "outputs": outputs,
             "sample": sample_info,
             "threads": threads, "warmup": warmup, "runs": runs,
             "files": {k: v["bytes"] for k, v in sorted(sizes.items())},
-            "total_bytes": total,
-            "total_gzip_bytes": total_gz,
+            "total_bytes": sum(v["bytes"] for v in sizes.values()),
+            "total_gzip_bytes": sum(v["gzip_bytes"] for v in sizes.values()),
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# run, step by step
+
+def _pinned_runtime(target: dict[str, Any]) -> str:
+    """The onnxruntime-web version the target pins ("1.30"); a target without one cannot get a bundle."""
+    pinned = str((target.get("runtimes") or {}).get(PACKAGE) or "")
+    if not pinned:
+        raise StepError(f"target '{target.get('name')}' declares no {PACKAGE} runtime",
+                        hint=f"add `runtimes: {{{PACKAGE}: \"1.30\"}}` to the target profile")
+    return pinned
+
+
+def _web_specs(model: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The model's (inputs, outputs) specs, refused before anything is written when the page could not
+    feed or read them: no inputs, or an element type onnxruntime-web tensors cannot hold."""
+    inputs = _specs(model, graph_input=True)
+    outputs = _specs(model, graph_input=False)
+    if not inputs:
+        raise StepError("the model has no inputs: nothing for the page to feed")
+    for name, spec in {**inputs, **outputs}.items():
+        if spec["dtype"] not in WEB_DTYPES:
+            raise StepError(f"model tensor '{name}' has element type {spec['dtype']}, which onnxruntime-web "
+                            f"tensors cannot hold (they hold {', '.join(WEB_DTYPES)})")
+    return inputs, outputs
+
+
+def _reference_outputs(model_path: Path, feeds: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(output name -> what Python ONNX Runtime computes on the sample, the words the page names it by).
+
+    Unoptimized: ONNX Runtime's fused int8 kernels on x86 without VNNI saturate (VPMADDUBSW); the
+    reference semantics are the graph's QDQ arithmetic, which the WebAssembly kernels follow."""
+    import numpy as np
+
+    from edgebuild.onnx import runtime as onnx_runtime
+
+    with onnx_runtime.keep_root_logging():
+        import onnxruntime
+
+    with tool_errors("ONNX Runtime (Python) cannot run the model on the demo sample"):
+        sess = onnx_runtime.session(model_path, optimize=False)
+        got = sess.run(None, feeds)
+    expected = {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), got)}
+    return expected, f"Python ONNX Runtime {onnxruntime.__version__} (CPU, 1 thread, graph optimizations off)"
+
+
+def _copy_runtime(pinned: str, out_dir: Path, log: Any) -> dict[str, Any]:
+    """Fetch the pinned onnxruntime-web (see fetch_runtime) and copy its files into the bundle."""
+    import shutil
+
+    runtime = fetch_runtime(pinned, log)
+    for f in RUNTIME_FILES:
+        shutil.copyfile(runtime["dir"] / f, out_dir / f)
+    return runtime
+
+
+def _log_size(ctx: RunContext, sizes: dict[str, dict[str, int]], model_bytes: int, runtime: dict[str, Any]) -> None:
+    """Log the bundle's size, with a warning when it is over the target's model-size budget."""
+    total = sum(v["bytes"] for v in sizes.values())
+    total_gz = sum(v["gzip_bytes"] for v in sizes.values())
+    budget_mb = ((ctx.target or {}).get("budgets") or {}).get("model_size_mb")
+    if budget_mb and total > budget_mb * 1e6:
+        ctx.log.warning("the bundle is %.1f MB, over the target's model_size_mb budget of %s MB", total / 1e6, budget_mb)
+    ctx.log.info("bundle: %d files, %.2f MB (%.2f MB gzip-compressed); model %d bytes; onnxruntime-web %s (%s)",
+                 len(sizes), total / 1e6, total_gz / 1e6, model_bytes, runtime["version"], runtime["source"])
+
+
+def _runtime_facts(pinned: str, runtime: dict[str, Any], sizes: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The manifest's record of the onnxruntime-web the bundle ships: version, where it came from, sizes."""
+    return {"package": PACKAGE, "pinned": pinned, "version": runtime["version"],
+            "source": runtime["source"], "integrity": runtime.get("integrity"),
+            "files": {f: sizes[f]["bytes"] for f in RUNTIME_FILES},
+            "bytes": sum(sizes[f]["bytes"] for f in RUNTIME_FILES),
+            "gzip_bytes": sum(sizes[f]["gzip_bytes"] for f in RUNTIME_FILES)}
 
 
 # ---------------------------------------------------------------------------------------------
