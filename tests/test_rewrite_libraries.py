@@ -9,6 +9,8 @@ release closes a gap, its test fails: then adopt the library there and remove th
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -27,10 +29,10 @@ optimizer = pytest.importorskip("onnxscript.optimizer")
 ir = pytest.importorskip("onnx_ir")
 
 
-def _ir_pass(model: onnx.ModelProto, make_pass: object) -> onnx.ModelProto:
+def _ir_pass(model: onnx.ModelProto, make_pass: Callable[[], Any]) -> onnx.ModelProto:
     """`model` through an onnx-ir pass, as a new ModelProto."""
     m = ir.serde.deserialize_model(model)
-    make_pass()(m)   # type: ignore[operator]
+    make_pass()(m)
     return ir.serde.serialize_model(m)
 
 
