@@ -135,21 +135,20 @@ def test_bad_checks_are_located_errors_before_anything_builds(project: Path, che
 
 def test_selection_by_latency_treats_near_ties_as_ties_and_keeps_the_recipe_order() -> None:
     """Two candidates within run-to-run noise must not flip between builds: the one listed first wins."""
-    from edgebuild.checks.judge import TIE, select
+    from edgebuild.checks.judge import TIE, Candidate, select
 
-    def cand(step: str, p95: float, size: int = 100, passed: bool = True) -> dict:
-        return {"step": step, "passed": passed, "failures": [] if passed else ["latency p95 too high"],
-                "latency": p95, "size": size}
+    def cand(step: str, p95: float, size: int = 100, passed: bool = True) -> Candidate:
+        return Candidate(step, passed, [] if passed else ["latency p95 too high"], latency=p95, size=size)
 
     near = 1.0 * (1 + TIE / 2)
     chosen, why = select("latency", [cand("qdq", near), cand("fp32", 1.0)])
     assert chosen == "qdq"
-    assert why[1]["why"].startswith("as fast as qdq within 5%") and "comes first in best:" in why[1]["why"]
+    assert why[1].why.startswith("as fast as qdq within 5%") and "comes first in best:" in why[1].why
     assert select("latency", [cand("fp32", 1.0), cand("qdq", near)])[0] == "fp32"
     chosen, why = select("latency", [cand("qdq", 1.2), cand("fp32", 1.0)])   # beyond the tie: the fastest
-    assert chosen == "fp32" and why[0]["why"] == "slower than fp32 (1.2 ms vs 1 ms)"
+    assert chosen == "fp32" and why[0].why == "slower than fp32 (1.2 ms vs 1 ms)"
     chosen, why = select("latency", [cand("int8", 0.5, passed=False), cand("fp32", 1.0)])
-    assert chosen == "fp32" and why[0]["why"] == "failed: latency p95 too high"
+    assert chosen == "fp32" and why[0].why == "failed: latency p95 too high"
     assert select("size", [cand("a", 1.0, size=101), cand("b", 1.0, size=100)])[0] == "b"   # sizes are exact
     assert select("latency", [cand("a", 1.0, passed=False)])[0] is None
 
@@ -288,14 +287,14 @@ def test_a_limit_from_the_target_budget_says_so_in_the_hint(project: Path) -> No
 def test_selection_by_latency_uses_paired_ratios_when_every_candidate_has_one() -> None:
     """Times relative to the FP32 reference, taken in interleaved pairs, decide over p95s timed in separate
     steps: a neighbour that slowed one candidate's measurement must not hand the choice to another."""
-    from edgebuild.checks.judge import select
+    from edgebuild.checks.judge import Candidate, select
 
-    def cand(step: str, p95: float, relative: float | None) -> dict:
-        return {"step": step, "passed": True, "failures": [], "latency": p95, "size": 100, "relative": relative}
+    def cand(step: str, p95: float, relative: float | None) -> Candidate:
+        return Candidate(step, True, [], latency=p95, size=100, relative=relative)
 
     # qdq's p95 was taken while another build ran (slower), but its paired ratio says it is faster
     chosen, why = select("latency", [cand("fp32", 1.0, 1.0), cand("qdq", 1.6, 0.7)])
-    assert chosen == "qdq" and why[0]["why"] == "slower than qdq (1x the reference's time vs 0.7x the reference's time)"
+    assert chosen == "qdq" and why[0].why == "slower than qdq (1x the reference's time vs 0.7x the reference's time)"
     # one candidate without a ratio: fall back to the p95s for all of them
     assert select("latency", [cand("fp32", 1.0, 1.0), cand("qdq", 1.6, None)])[0] == "fp32"
 

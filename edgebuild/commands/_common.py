@@ -105,14 +105,5 @@ def load_plan(recipe_path: Path, cache_arg: Path | None, targets: list[str] | No
                                     did_you_mean(f, list(r.steps)) or f"its steps: {', '.join(r.steps)}"))
     cache = Cache(cache_root(cache_arg, recipe_path))
     p = plan_mod.build(r, cache.stats, targets)
-    history = read_history(cache.root, recipe_path).get("materials", {})
-    for n in p.order():
-        forced = force is not None and n.step.id in force
-        if n.deferred:
-            n.status, n.reasons = "deferred", [n.deferred]
-        elif cache.has(n.key) and not forced:
-            n.status, n.reasons = "cached", []
-        else:
-            n.status = "run"
-            n.reasons = ["forced with --force"] if forced else plan_mod.diff(history.get(n.id), n.material)
+    plan_mod.mark(p, cache.has, read_history(cache.root, recipe_path).get("materials", {}), force)
     return p, cache

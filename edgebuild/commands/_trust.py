@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgebuild.checks.judge import Verdict
+    from edgebuild.engine.plan import Plan
+    from edgebuild.output.manifest import Manifest
+    from edgebuild.trust.lock import Session
 
 
 def release_number(text: str) -> int:
@@ -68,7 +74,7 @@ def after_noop(args: argparse.Namespace, manifest: str) -> None:
         signing.sign_dist(Path(manifest).parent, args.sign)
 
 
-def finish(args: argparse.Namespace, lock: Any, plan: Any, manifest: dict[str, Any], verdicts: dict[str, Any],
+def finish(args: argparse.Namespace, lock: Session, plan: Plan, manifest: Manifest, verdicts: dict[str, Verdict],
            out: Path) -> None:
     """After a good build: the lock, the provenance, the signatures (or, unsigned, no stale ones)."""
     from edgebuild.trust import provenance, signing
@@ -81,7 +87,7 @@ def finish(args: argparse.Namespace, lock: Any, plan: Any, manifest: dict[str, A
         signing.drop(out)
 
 
-def watch(record: dict[str, Any], lock: Any) -> dict[str, Any]:
+def watch(record: dict[str, Any], lock: Session) -> dict[str, Any]:
     """The no-op record watches the lock too: an edited or deleted lock means a build (and a check)."""
     from edgebuild.engine.digest import sha256_file
 

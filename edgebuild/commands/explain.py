@@ -16,11 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgebuild.commands._common import load_plan
+    from edgebuild.engine.plan import Planned, split_node_id
     from edgebuild.errors import Problem, UserError
     from edgebuild.frontend.validate import did_you_mean
 
     plan, _ = load_plan(args.recipe, args.cache, None)
-    step, _, target = args.step.partition("@")
+    step, target = split_node_id(args.step)
     nodes = [n for n in plan.order() if n.step.id == step and (not target or (n.target and n.target.name == target))]
     shared = [n for n in plan.order() if n.step.id == step and n.target is None]
     if not nodes and target and shared:   # STEP@TARGET for a step built once for every target
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         hint = did_you_mean(args.step, [n.id for n in plan.order()]) or f"nodes: {', '.join(plan.nodes)}"
         raise UserError(Problem(f"no step '{args.step}' in the plan of {args.recipe}", None, hint))
     for n in nodes:
-        if n.status == "cached":
+        if n.status == Planned.CACHED:
             print(f"{n.id}: up to date (cached as {n.key[:16]})")
         else:
             print(f"{n.id}: will run")

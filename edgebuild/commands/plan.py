@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebuild.commands._common import add_cache_arg
+
+if TYPE_CHECKING:
+    from edgebuild.engine.plan import Plan
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,16 +28,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(plan: Any) -> list[dict[str, Any]]:
+_SHOWN = {"cached": "cached", "deferred": "deferred", "run": "will run"}   # Planned -> the word `plan` prints
+
+
+def _rows(plan: Plan) -> list[dict[str, Any]]:
     from edgebuild.engine.plan import shared_with
 
     return [{"node": n.id, "step": n.step.id, "use": n.step.use, "target": n.target.name if n.target else None,
-             "from": n.upstream, "key": n.key, "status": {"cached": "cached", "deferred": "deferred"}.get(n.status, "will run"),
-             "reasons": n.reasons, "onnx_limits": n.material["onnx_limits"], "shared_with": shared_with(plan, n)}
+             "from": n.upstream, "key": n.key, "status": _SHOWN[n.status],
+             "reasons": [r.text for r in n.reasons], "onnx_limits": n.material["onnx_limits"], "shared_with": shared_with(plan, n)}
             for n in plan.order()]
 
 
-def _text(plan: Any) -> str:
+def _text(plan: Plan) -> str:
     lines = [f"{plan.recipe.name}: {len(plan.nodes)} nodes for targets {', '.join(plan.selected)}"]
     rows = _rows(plan)
     width = max((len(r["node"]) for r in rows), default=0)
@@ -53,12 +59,12 @@ def _text(plan: Any) -> str:
     return "\n".join(lines)
 
 
-def _json(plan: Any) -> str:
+def _json(plan: Plan) -> str:
     return json.dumps({"name": plan.recipe.name, "targets": plan.selected, "nodes": _rows(plan),
                        "ship": {t: [nid for _, nid in v] for t, v in plan.ship.items()}}, indent=2)
 
 
-def _dot(plan: Any) -> str:
+def _dot(plan: Plan) -> str:
     lines = ["digraph edgebuild {", "  rankdir=LR;", '  model [shape=box, label="model"];']
     for r in _rows(plan):
         color = {"cached": "green", "deferred": "gray"}.get(r["status"], "orange")

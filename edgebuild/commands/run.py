@@ -7,11 +7,23 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebuild.commands import _trust
 from edgebuild.commands._common import add_cache_arg, add_remote_args, cache_root, history_path, jobs_count
+
+if TYPE_CHECKING:   # a no-op run imports this module: the build's own modules are imported when it builds
+    from edgebuild.checks.judge import Verdict
+    from edgebuild.engine.cache import Cache
+    from edgebuild.engine.cluster import Cluster
+    from edgebuild.engine.execute import Executor, Outcome
+    from edgebuild.engine.plan import Plan
+    from edgebuild.engine.remote import Remote
+    from edgebuild.engine.runners import Runner
+    from edgebuild.errors import Problem
+    from edgebuild.output.manifest import Manifest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,40 +132,92 @@ def _build(args: argparse.Namespace, root: Path, record: Path, t0: float) -> int
             cluster.close()
 
 
-def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, runner: Any, cluster: Any) -> int:
-    from edgebuild.commands._common import load_plan, open_remote, remote_url
-    from edgebuild.engine import fastpath, progress
-    from edgebuild.engine.execute import Executor
-    from edgebuild.errors import BuildFailed, Problem
+def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, runner: Runner,
+                cluster: Cluster | None) -> int:
+    """Plan, execute, judge and publish; a build that failed raises BuildFailed after publishing what passed."""
+    from edgebuild.commands._common import load_plan
+    from edgebuild.trust import lock as lock_mod
+
+    remote = _open_remote(args)
+    plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
+    pins = _route(args, plan, cluster, cache)
+    out = _output_folder(plan, cache, args.out)
+    lock = lock_mod.Session(args, plan, cache, out)   # --locked: a plan that differs from the lock fails here, first
+    outcomes = _execute(args, plan, cache, runner, cluster, remote, pins)
+    traffic = _finish_remote(remote, plan, outcomes, cache.root) if remote is not None else None
+    if remote is not None and args.remote_required:
+        _required(remote, remote.failure)
+    from edgebuild.checks import judge
     from edgebuild.output import publish
+
+    verdicts = judge.judge(plan, cache, outcomes, lock.choices)
+    published: list[str] = []
+    manifest = publish.publish(plan, cache, outcomes, out, verdicts, published, lock.release(verdicts))
+    publish.write_build_log(out, plan, outcomes, t0)
+    cache.stats.save()
+    _write_history(plan, cache, outcomes, args.recipe)
+    _check_failures(args, plan, outcomes, verdicts, manifest, published, out, traffic)
+    summary = _summary(plan, manifest, out)
+    _check_deferred(args, plan, summary)
+    from edgebuild.engine import fastpath
+
+    _trust.finish(args, lock, plan, manifest, verdicts, out)
+    fastpath.write(record, _trust.watch(_record(plan, cache, outcomes, out, summary), lock))
+    _print_result(args, plan, outcomes, manifest, summary, out, remote, traffic, t0)
+    return 0
+
+
+def _open_remote(args: argparse.Namespace) -> Remote | None:
+    """The remote cache (--remote), its client's setup and first round trip started so they overlap planning."""
+    from edgebuild.commands._common import open_remote, remote_url
+
     url = remote_url(args.remote)
     remote = open_remote(url, args.remote_read_only, args.remote_timeout) if url else None
     if remote is not None:
-        remote.warm()   # the client's setup and first round trip overlap planning
-    plan, cache = load_plan(args.recipe, args.cache, args.target, set(args.force))
-    pins: dict[str, list[str]] = {}
+        remote.warm()
+    return remote
+
+
+def _route(args: argparse.Namespace, plan: Plan, cluster: Cluster | None, cache: Cache) -> dict[str, list[str]]:
+    """With a cluster, deferral by what the connected workers offer, and the workers each device measurement
+    is pinned to; without one, a warning for each `where: device` measurement taken here."""
     if cluster is not None:
         from edgebuild.engine import cluster as cluster_mod
 
         cluster.ready()
-        pins = cluster_mod.route(plan, cluster, args.wait, cache)   # deferral by what the connected workers offer
-    elif (plan.recipe.checks.get("latency") or {}).get("where") == "device":
+        return cluster_mod.route(plan, cluster, args.wait, cache)
+    if (plan.recipe.checks.get("latency") or {}).get("where") == "device":
         from edgebuild.engine import cluster as cluster_mod
 
         cluster_mod.measured_here(plan)
+    return {}
+
+
+def _output_folder(plan: Plan, cache: Cache, out_arg: Path) -> Path:
+    """dist/<name>/; an unusable --cache or --out fails now, before any step runs, not after the build."""
     from edgebuild.engine.cache import CACHE_HINT, make_folder
+    from edgebuild.output import publish
 
-    out = publish.out_dir(plan, args.out)
-    make_folder(cache.root, "cache folder", CACHE_HINT)   # an unusable --cache or --out fails now, before any
-    make_folder(out, "output folder", publish.OUT_HINT)   # step runs, not after the build
-    from edgebuild.trust import lock as lock_mod
+    out = publish.out_dir(plan, out_arg)
+    make_folder(cache.root, "cache folder", CACHE_HINT)
+    make_folder(out, "output folder", publish.OUT_HINT)
+    return out
 
-    lock = lock_mod.Session(args, plan, cache, out)   # --locked: a plan that differs from the lock fails here, first
-    missing = [n.key for n in plan.order() if n.status == "run" and n.step.id not in args.force]
+
+def _execute(args: argparse.Namespace, plan: Plan, cache: Cache, runner: Runner, cluster: Cluster | None,
+             remote: Remote | None, pins: dict[str, list[str]]) -> dict[str, Outcome]:
+    """Run the plan, here or on the cluster, with the remote's downloads started ahead of the executor; a bug
+    in edgebuild's own code ends the build here (nothing is published; what was built stays cached)."""
+    from edgebuild.engine import progress
+    from edgebuild.engine.execute import Executor
+    from edgebuild.engine.plan import Planned
+
+    missing = [n.key for n in plan.order() if n.status == Planned.RUN and n.step.id not in args.force]
     if remote is not None and args.remote_required and missing:
         _required(remote, remote.check())   # fail before building, not after
-    executor: Any = Executor
+    executor: Callable[..., Executor] = Executor
     if cluster is not None:
+        assert remote is not None   # --executor needs --remote (_scheduler)
         executor = _on_cluster(cluster, plan, cache, remote, args.remote_timeout, pins)
     if remote is not None:
         remote.prefetch(missing, cache)   # downloads in parallel, ahead of the executor
@@ -165,65 +229,75 @@ def _build_with(args: argparse.Namespace, root: Path, record: Path, t0: float, r
     finally:
         reporter.close()
     bug = next((o for o in outcomes.values() if o.bug), None)
-    if bug is not None:   # nothing is published from a build that hit a bug; what was built stays cached
+    if bug is not None:
         from edgebuild.errors import StepBug
 
         raise StepBug(bug.node, bug.bug or "")
-    traffic = _finish_remote(remote, plan, outcomes, cache.root) if remote is not None else None
-    if remote is not None and args.remote_required:
-        _required(remote, remote.failure)
-    from edgebuild.checks import judge
+    return outcomes
 
-    verdicts = judge.judge(plan, cache, outcomes, lock.choices)
-    published: list[str] = []
-    manifest = publish.publish(plan, cache, outcomes, out, verdicts, published, lock.release(verdicts))
-    publish.write_build_log(out, plan, outcomes, t0)
-    cache.stats.save()
-    _write_history(plan, cache, outcomes, args.recipe)
-    failures = [o for o in outcomes.values() if o.status == "failed" and not plan.nodes[o.node].optional]
+
+def _check_failures(args: argparse.Namespace, plan: Plan, outcomes: dict[str, Outcome], verdicts: dict[str, Verdict],
+                    manifest: Manifest, published: list[str], out: Path, traffic: str | None) -> None:
+    """Warn about each `best:` candidate whose step failed (the selection went on without it); raise BuildFailed
+    when a required step or a check failed, after showing what this run did publish."""
+    from edgebuild.engine.execute import Status
+    from edgebuild.errors import BuildFailed, Problem
+
+    failures = [o for o in outcomes.values() if o.status == Status.FAILED and not plan.nodes[o.node].optional]
     for o in outcomes.values():   # a `best:` candidate that failed lost the selection; the build goes on
-        if o.status == "failed" and plan.nodes[o.node].optional:
+        if o.status == Status.FAILED and plan.nodes[o.node].optional:
             p = _failure(plan, o)
             p.severity = "warning"
             p.message += "\n  it was only a `best:` candidate: the selection goes on without it (see the manifest)"
             print(p.render(), file=sys.stderr)
     failed_checks = [p for v in verdicts.values() for p in v.failures]
-    if traffic and not args.json and (failures or failed_checks):
+    if not (failures or failed_checks):
+        return
+    if traffic and not args.json:
         print(traffic)
-    if failures or failed_checks:
-        kept = sorted(t for t in plan.selected if t not in published and t in manifest["targets"])
-        # the table shows what this run published, never a kept entry as if it were new
-        _print_table(manifest, [t for t in plan.selected if t in published], args.json)
-        if not args.json:
-            for t in plan.selected:
-                if t not in published:
-                    print(f"{t}: not published by this run" + (" (dist keeps its last good build)" if t in kept else ""))
-        where = (f"published to {out}: {', '.join(sorted(published))}" if published else "nothing was published")
-        if kept:
-            where += f" (kept from the last good build: {', '.join(kept)})"
-        raise BuildFailed([_failure(plan, o) for o in failures] + failed_checks +
-                          [Problem(f"{len(failures)} step(s) and {len(failed_checks)} check(s) failed; {where}; "
-                                   f"built steps and measurements stay cached", severity="note")])
-    summary = _summary(plan, manifest, out)
+    kept = sorted(t for t in plan.selected if t not in published and t in manifest.targets)
+    # the table shows what this run published, never a kept entry as if it were new
+    _print_table(manifest, [t for t in plan.selected if t in published], args.json)
+    if not args.json:
+        for t in plan.selected:
+            if t not in published:
+                print(f"{t}: not published by this run" + (" (dist keeps its last good build)" if t in kept else ""))
+    where = (f"published to {out}: {', '.join(sorted(published))}" if published else "nothing was published")
+    if kept:
+        where += f" (kept from the last good build: {', '.join(kept)})"
+    raise BuildFailed([_failure(plan, o) for o in failures] + failed_checks +
+                      [Problem(f"{len(failures)} step(s) and {len(failed_checks)} check(s) failed; {where}; "
+                               f"built steps and measurements stay cached", severity="note")])
+
+
+def _check_deferred(args: argparse.Namespace, plan: Plan, summary: dict[str, Any]) -> None:
+    """Warn about each deferred artifact, with the command that builds it on a matching host; --strict fails."""
+    from edgebuild.errors import BuildFailed, Problem
+
     _deferred_warnings(summary["deferred"])
     if args.strict and summary["deferred"]:
         raise BuildFailed([Problem(f"{d['target']}: {d['step']} ({d['format']}) is deferred: {d['reason']}",
                                    plan.recipe.doc.at(("ship", d["target"]), key=True),
                                    f"build it on a matching host: {d['command']}") for d in summary["deferred"]])
-    _trust.finish(args, lock, plan, manifest, verdicts, out)
-    fastpath.write(record, _trust.watch(_record(plan, cache, outcomes, out, summary), lock))
+
+
+def _print_result(args: argparse.Namespace, plan: Plan, outcomes: dict[str, Outcome], manifest: Manifest,
+                  summary: dict[str, Any], out: Path, remote: Remote | None, traffic: str | None, t0: float) -> None:
+    """A good build's last words: the JSON summary (--json), else the table, the totals and the remote's line."""
     if args.json:
         extra = {"remote": dict(vars(remote.traffic), url=remote.url.text, failure=remote.failure)} if remote else {}
         print(json.dumps(dict(summary, status="built", seconds=round(time.perf_counter() - t0, 3), **extra), indent=2))
-    else:
-        _print_table(manifest, plan.selected, False)
-        progress.print_totals(plan, outcomes, out, time.perf_counter() - t0)
-        if traffic:
-            print(traffic)
-    return 0
+        return
+    from edgebuild.engine import progress
+
+    _print_table(manifest, plan.selected, False)
+    progress.print_totals(plan, outcomes, out, time.perf_counter() - t0)
+    if traffic:
+        print(traffic)
 
 
-def _on_cluster(cluster: Any, plan: Any, cache: Any, remote: Any, timeout_s: float, pins: dict[str, list[str]]) -> Any:
+def _on_cluster(cluster: Cluster, plan: Plan, cache: Cache, remote: Remote, timeout_s: float,
+                pins: dict[str, list[str]]) -> Callable[..., Executor]:
     """The cluster's executor, once the recipe's source files are on the remote cache for the workers (a remote
     that cannot be used ends the build here: the workers would have nothing to build from)."""
     import functools
@@ -245,10 +319,10 @@ def _on_cluster(cluster: Any, plan: Any, cache: Any, remote: Any, timeout_s: flo
     return functools.partial(ClusterExecutor, cluster=cluster, sources=sources, timeout_s=timeout_s, pins=pins)
 
 
-def _finish_remote(remote: Any, plan: Any, outcomes: dict[str, Any], root: Path) -> str:
+def _finish_remote(remote: Remote, plan: Plan, outcomes: dict[str, Outcome], root: Path) -> str:
     """Wait for the uploads, print the remote's warnings (one per failure), remember what this build fetched
     and sent for `cache info`; the summary line."""
-    used = {plan.nodes[n].key for n, o in outcomes.items() if o.status in ("cached", "built")}
+    used = {plan.nodes[n].key for n, o in outcomes.items() if o.status.done}
     remote.finish(used)
     for w in remote.warnings:
         print(w, file=sys.stderr)
@@ -259,7 +333,7 @@ def _finish_remote(remote: Any, plan: Any, outcomes: dict[str, Any], root: Path)
     return str(remote.traffic.line())
 
 
-def _required(remote: Any, failure: str | None) -> None:
+def _required(remote: Remote, failure: str | None) -> None:
     """--remote-required: a remote that could not be used ends the build (exit 1) with the reason."""
     if failure is None:
         return
@@ -269,13 +343,13 @@ def _required(remote: Any, failure: str | None) -> None:
                             "without --remote-required the build goes on with the local cache and a warning"))
 
 
-def _print_table(manifest: dict[str, Any], targets: list[str], quiet: bool) -> None:
+def _print_table(manifest: Manifest, targets: list[str], quiet: bool) -> None:
     if not quiet:
         from edgebuild.output import summary
         summary.print_table(manifest, targets)
 
 
-def _failure(plan: Any, o: Any) -> Any:
+def _failure(plan: Plan, o: Outcome) -> Problem:
     from edgebuild.errors import Problem
 
     node = plan.nodes[o.node]
@@ -310,13 +384,15 @@ def log_tail(text: str, lines: int = 40) -> list[str]:
     return [x for x in out if x.strip()][-lines:]
 
 
-def _summary(plan: Any, manifest: dict[str, Any], out: Path) -> dict[str, Any]:
-    chosen = {t: v for t, v in manifest["targets"].items() if t in plan.selected}
+def _summary(plan: Plan, manifest: Manifest, out: Path) -> dict[str, Any]:
+    """What `--json` prints and the no-op record keeps: the artifacts of this run's targets, the deferred ones,
+    and the `best:` candidates lost because their step failed."""
+    chosen = {t: v for t, v in manifest.targets.items() if t in plan.selected}
     return {"name": plan.recipe.name, "manifest": os.path.relpath(out / "manifest.json"),
-            "artifacts": {t: [a["path"] for a in v["artifacts"]] for t, v in chosen.items()},
-            "deferred": [dict(d, target=t) for t, v in chosen.items() for d in v.get("deferred", [])],
+            "artifacts": {t: [a.path for a in v.artifacts] for t, v in chosen.items()},
+            "deferred": [dict(d.to_dict(), target=t) for t, v in chosen.items() for d in v.deferred],
             "lost": [{"target": t, "step": c["step"], "why": c["why"]} for t, v in chosen.items()
-                     for c in (v.get("selection") or {}).get("candidates", []) if c.get("checks") is None]}
+                     for c in (v.selection or {}).get("candidates", []) if c.get("checks") is None]}
 
 
 def _lost_warnings(lost: list[dict[str, Any]]) -> None:
@@ -331,7 +407,7 @@ def _deferred_warnings(deferred: list[dict[str, Any]]) -> None:
               f"  build it on a matching host with: {d['command']}", file=sys.stderr)
 
 
-def _write_history(plan: Any, cache: Any, outcomes: dict[str, Any], recipe: Path) -> None:
+def _write_history(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], recipe: Path) -> None:
     """Remember each built node's key material, so `explain` and `plan` can say what changed."""
     from edgebuild.commands._common import read_history
     from edgebuild.engine import fastpath
@@ -339,13 +415,13 @@ def _write_history(plan: Any, cache: Any, outcomes: dict[str, Any], recipe: Path
     hist = read_history(cache.root, recipe)
     mats = hist.get("materials", {})
     for nid, o in outcomes.items():
-        if o.status in ("cached", "built"):
+        if o.status.done:
             mats[nid] = plan.nodes[nid].material
-    keys = sorted({plan.nodes[n].key for n, o in outcomes.items() if o.status in ("cached", "built")})
+    keys = sorted({plan.nodes[n].key for n, o in outcomes.items() if o.status.done})
     fastpath.write(history_path(cache.root, recipe), {"materials": mats, "keys": keys})
 
 
-def _record(plan: Any, cache: Any, outcomes: dict[str, Any], out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+def _record(plan: Plan, cache: Cache, outcomes: dict[str, Outcome], out: Path, summary: dict[str, Any]) -> dict[str, Any]:
     from edgebuild.engine import fastpath
     from edgebuild.engine.plan import watched_files
 

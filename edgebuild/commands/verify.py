@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     path = verify.manifest_file(args.manifest)
     manifest = verify.load(path)
     out = path.parent
-    print(f"{path}: {manifest.get('name', '?')}, release {manifest.get('release', 'none')}")
+    print(f"{path}: {manifest.name}, release {manifest.release if manifest.release is not None else 'none'}")
     sections = [("files", verify.check_files(out, manifest))]
     if args.min_release is not None:
         sections.append(("release", [verify.check_release(manifest, args.min_release)]))

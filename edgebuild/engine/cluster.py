@@ -250,6 +250,7 @@ def _on_devices(plan: Plan, workers: dict[str, dict[str, Any]], cluster: Cluster
     count), so its entry is never mistaken for another host's; with no device connected it is measured here,
     with a warning."""
     from edgebuild.engine.digest import sha256_json
+    from edgebuild.engine.plan import Planned, Reason, Why
 
     pins: dict[str, list[str]] = {}
     nodes = _device_nodes(plan)
@@ -272,7 +273,7 @@ def _on_devices(plan: Plan, workers: dict[str, dict[str, Any]], cluster: Cluster
         # the device's name too: on a host of the same class, a fallback measurement is not the device's
         n.material = dict(n.material, params=n.step.params, host=host, device=n.target.name)
         n.key = sha256_json(n.material)
-        n.status, n.reasons = ("cached", []) if cache.has(n.key) else ("run", ["measured on the device"])
+        n.status, n.reasons = (Planned.CACHED, []) if cache.has(n.key) else (Planned.RUN, [Reason.of(Why.ON_DEVICE)])
     return pins
 
 
@@ -298,6 +299,8 @@ def _here_warning(plan: Plan, n: Node, why: str) -> Problem:
 
 
 def _mark(plan: Plan, workers: dict[str, dict[str, Any]], address: str) -> int:
+    from edgebuild.engine.plan import Planned, Reason, Why
+
     missing = 0
     offers = [w["resources"] for w in workers.values()]
     for n in plan.order():
@@ -313,9 +316,9 @@ def _mark(plan: Plan, workers: dict[str, dict[str, Any]], address: str) -> int:
         elif n.target is not None:
             n.deferred = n.step.kind().deferral(n.target)
         if n.deferred:
-            n.status, n.reasons = "deferred", [n.deferred]
-        elif n.status == "deferred":
-            n.status, n.reasons = "run", ["built on the cluster"]
+            n.status, n.reasons = Planned.DEFERRED, [Reason.of(Why.DEFERRED, n.deferred)]
+        elif n.status == Planned.DEFERRED:
+            n.status, n.reasons = Planned.RUN, [Reason.of(Why.ON_CLUSTER)]
     return missing
 
 

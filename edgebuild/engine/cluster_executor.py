@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebuild.engine.cluster import Cluster, needs
-from edgebuild.engine.execute import Executor, Outcome
+from edgebuild.engine.execute import Executor, Outcome, Status
 
 if TYPE_CHECKING:
     from edgebuild.engine.plan import Node
@@ -42,14 +42,14 @@ class ClusterExecutor(Executor):
         except Exception as exc:   # noqa: BLE001 - every way a task ends without a result is reported below
             return self._lost(node, exc)
         if not result.get("ok"):
-            return Outcome(node.id, "failed", message=result.get("message", "failed"), hint=result.get("hint"),
+            return Outcome(node.id, Status.FAILED, message=result.get("message", "failed"), hint=result.get("hint"),
                            recipe_path=result.get("recipe_path"), log=result.get("log", ""), bug=result.get("bug"),
                            worker=result.get("worker"))
         if not self.cache.has(node.key) and self.remote.fetch(node.key, self.cache) is None:
-            return Outcome(node.id, "failed", message=f"built on {result.get('worker')}, but its entry could not be "
+            return Outcome(node.id, Status.FAILED, message=f"built on {result.get('worker')}, but its entry could not be "
                            f"downloaded from the remote cache {self.remote.url.text}", log=result.get("log", ""),
                            hint="check that this machine and the workers use the same remote cache and credentials")
-        return Outcome(node.id, "built", info=self.cache.meta(node.key).get("info", {}), log=result.get("log", ""),
+        return Outcome(node.id, Status.BUILT, info=self.cache.meta(node.key).get("info", {}), log=result.get("log", ""),
                        work_seconds=float(result.get("seconds", 0.0)), worker=result.get("worker"),
                        dispatch_seconds=max(time.perf_counter() - t0 - float(result.get("task_seconds", 0.0)), 0.0))
 
@@ -68,18 +68,18 @@ class ClusterExecutor(Executor):
         kind = type(exc).__name__
         if kind == "KilledWorker":
             times = getattr(exc, "allowed_failures", None) or _allowed_failures()   # the scheduler's setting
-            return Outcome(node.id, "failed", message=f"its worker died {times} times while running it "
+            return Outcome(node.id, Status.FAILED, message=f"its worker died {times} times while running it "
                            f"(the last: {_who(getattr(exc, 'last_worker', None))})",
                            hint="each worker's own log says why it died (memory? a native crash?); the step's log is in "
                                 "that worker's cache under tmp/")
         if kind in ("CancelledError", "FutureCancelledError", "CommClosedError", "TimeoutError", "OSError") \
                 or "scheduler" in str(exc).lower() or not self._connected():
-            return Outcome(node.id, "failed", message=f"the Dask scheduler at {self.cluster.address} went away while "
+            return Outcome(node.id, Status.FAILED, message=f"the Dask scheduler at {self.cluster.address} went away while "
                            f"the step ran ({kind})", hint="what finished is in the remote cache: run again once the "
                            "scheduler is back, and those steps are not built again")
         import traceback
 
-        return Outcome(node.id, "failed", message=f"the Dask task failed: {kind}: {exc}",
+        return Outcome(node.id, Status.FAILED, message=f"the Dask task failed: {kind}: {exc}",
                        bug="".join(traceback.format_exception(exc)))
 
     def _connected(self) -> bool:

@@ -15,17 +15,34 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgebuild.engine import runners
 from edgebuild.engine.cache import Cache
 from edgebuild.engine.digest import sha256_file, sha256_json
-from edgebuild.engine.plan import Node, Plan
+from edgebuild.engine.plan import Node, Plan, Word
 
 if TYPE_CHECKING:
     from edgebuild.engine.remote import Remote
+
+
+class Status(Word):
+    """What happened to a node: its entry came from a cache, it was built, its step failed, it was not run
+    because an input failed, or it waits for a host that can build it."""
+
+    CACHED = "cached"
+    BUILT = "built"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DEFERRED = "deferred"
+
+    @property
+    def done(self) -> bool:
+        """Whether the node's entry is in the cache now (what later nodes, history and the remote can use)."""
+        return self in (Status.CACHED, Status.BUILT)
+
 
 @dataclass
 class Outcome:
     """What happened to one node."""
 
     node: str
-    status: str                   # "cached" | "built" | "failed" | "skipped" | "deferred"
+    status: Status
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     message: str = ""
@@ -76,11 +93,11 @@ class Executor:
                         outcome = fut.result()
                         self.outcomes[node.id] = outcome
                         self.reporter.finished(node, outcome)
-                        stop = stop or (outcome.status == "failed" and not self.keep_going and not node.optional)
+                        stop = stop or (outcome.status == Status.FAILED and not self.keep_going and not node.optional)
         finally:   # interrupted too: spare workers go now, not when this process ends
             self.runner.close()
         for node in pending.values():
-            self.outcomes[node.id] = Outcome(node.id, "skipped", message="not run: an earlier step failed")
+            self.outcomes[node.id] = Outcome(node.id, Status.SKIPPED, message="not run: an earlier step failed")
         return self.outcomes
 
     def _ready(self, pending: dict[str, Node], stop: bool, running: list[Node]) -> list[Node]:
@@ -96,9 +113,9 @@ class Executor:
             done = [self.outcomes.get(d) for d in deps]
             if any(o is None for o in done):
                 continue
-            if any(o is not None and o.status in ("failed", "skipped") for o in done):
+            if any(o is not None and o.status in (Status.FAILED, Status.SKIPPED) for o in done):
                 del pending[node.id]
-                self.outcomes[node.id] = Outcome(node.id, "skipped", message=f"not run: {node.upstream} failed")
+                self.outcomes[node.id] = Outcome(node.id, Status.SKIPPED, message=f"not run: {node.upstream} failed")
                 continue
             ready.append(node)
         plain = [n for n in ready if not n.step.kind.exclusive]
@@ -108,7 +125,7 @@ class Executor:
 
     def _do(self, node: Node) -> Outcome:
         if node.deferred:
-            return Outcome(node.id, "deferred", message=node.deferred)
+            return Outcome(node.id, Status.DEFERRED, message=node.deferred)
         t0 = time.perf_counter()
         outcome = self._decide(node, t0)
         outcome.started = t0
@@ -120,18 +137,18 @@ class Executor:
         if not forced and self.cache.has(node.key):
             bad = self.cache.verify(node.key)
             if not bad:
-                return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}))
+                return Outcome(node.id, Status.CACHED, time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}))
             notes.append(f"cache entry {node.key[:12]} was corrupt ({', '.join(bad)} changed): dropped and rebuilt")
             self.cache.drop(node.key)
         with self.cache.lock(node.key):
             if not forced and self.cache.has(node.key):  # another edgebuild process built it meanwhile
-                return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}))
+                return Outcome(node.id, Status.CACHED, time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}))
             fetched = self.remote.fetch(node.key, self.cache) if self.remote is not None and not forced else None
             if fetched is not None:   # read through: verified, then renamed into the local cache
-                return Outcome(node.id, "cached", time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}),
+                return Outcome(node.id, Status.CACHED, time.perf_counter() - t0, self.cache.meta(node.key).get("info", {}),
                                notes=notes, fetched=fetched)
             outcome = self._build(node)
-            if outcome.status == "built" and self.remote is not None and outcome.worker is None:   # (a Dask
+            if outcome.status == Status.BUILT and self.remote is not None and outcome.worker is None:   # (a Dask
                 self.remote.send(node.key, self.cache.entry(node.key))   # worker uploaded its own) uploads overlap the steps that follow
         outcome.seconds = time.perf_counter() - t0
         outcome.notes = notes
@@ -153,14 +170,14 @@ class Executor:
             text = log_path.read_text(errors="replace") if log_path.exists() else ""
             result = _read_result(scratch / "result.json", code)
             if not result.get("ok"):
-                return Outcome(node.id, "failed", message=result.get("message", "failed"), hint=result.get("hint"),
+                return Outcome(node.id, Status.FAILED, message=result.get("message", "failed"), hint=result.get("hint"),
                                recipe_path=result.get("recipe_path"), log=text, bug=result.get("bug"))
             shutil.move(str(log_path), out_dir / "log.txt")
             meta = {"node": node.id, "use": node.step.use, "info": result["info"], "material": node.material}
             self.cache.commit(node.key, out_dir, meta)
             if state is not None:
                 self._keep_state(state, scratch / "state")
-            return Outcome(node.id, "built", info=result["info"], log=text, work_seconds=result.get("seconds", 0.0))
+            return Outcome(node.id, Status.BUILT, info=result["info"], log=text, work_seconds=result.get("seconds", 0.0))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,76 @@ from edgebuild.frontend.targets import Target
 from edgebuild.steps.base import ONNX, PYTORCH, TENSORRT, WEB, StepKind
 
 PACKAGE = Path(__file__).resolve().parents[1]   # the edgebuild package: the code a step's key covers
+CHECK = "check:"   # a measurement node's step id is its artifact's, after this prefix
+
+
+class Word(str, Enum):
+    """A fixed set of words that stays a plain string wherever it goes: JSON, the manifest, the build log and
+    printed lines show the word itself (`str()` and f-strings too, not `Status.BUILT`)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Planned(Word):
+    """What planning decided for a node: its entry is in the cache, it will run, or this host cannot build it."""
+
+    CACHED = "cached"
+    RUN = "run"
+    DEFERRED = "deferred"
+
+
+def node_id(step_id: str, target: str | None = None) -> str:
+    """A node's id: the step id, with `@target` for a node of one target (`qdq@x86-64`)."""
+    return f"{step_id}@{target}" if target else step_id
+
+
+def split_node_id(text: str) -> tuple[str, str | None]:
+    """(step id, target or None) of a node id (or of `STEP@TARGET` as a user writes it)."""
+    step, at, target = text.partition("@")
+    return step, (target if at else None)
+
+
+def check_id(step_id: str, target: str) -> str:
+    """The id of the measurement node of a shipped step's artifact on a target (`check:qdq@x86-64`)."""
+    return node_id(CHECK + step_id, target)
+
+
+class Why(Enum):
+    """The kinds of reason a node will run (or not): `plan` and `explain` print the text, a program can match
+    the code."""
+
+    NEVER_BUILT = "never-built"        # no build of this node is remembered
+    MISSING = "missing"                # the key did not change, but its entry is not in the cache
+    CHANGED = "changed"                # something in the key material changed (the text says what)
+    FORCED = "forced"                  # --force STEP
+    DEFERRED = "deferred"              # this host cannot build it (the text says why, and where to build it)
+    ON_DEVICE = "on-device"            # a `where: device` measurement, routed to the device's Dask workers
+    ON_CLUSTER = "on-cluster"          # deferred here, but a connected Dask worker can build it
+
+
+FIXED_TEXT = {Why.NEVER_BUILT: "never built", Why.MISSING: "output missing from the cache",
+              Why.FORCED: "forced with --force", Why.ON_DEVICE: "measured on the device",
+              Why.ON_CLUSTER: "built on the cluster"}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a node will run: a code from `Why` and the sentence a person reads (`str()` gives the sentence)."""
+
+    code: Why
+    text: str
+
+    @classmethod
+    def of(cls, code: Why, text: str | None = None) -> Reason:
+        """A reason with its fixed sentence, or `text` for the codes whose sentence varies."""
+        return cls(code, text if text is not None else FIXED_TEXT[code])
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass
@@ -33,8 +105,8 @@ class Node:
     kind_ref: str | None = None                           # "module:Class" of an internal step kind (measurements)
     material: dict[str, Any] = field(default_factory=dict)
     key: str = ""
-    status: str = "run"            # "cached" | "run" | "deferred"
-    reasons: list[str] = field(default_factory=list)
+    status: Planned = Planned.RUN
+    reasons: list[Reason] = field(default_factory=list)
     deferred: str | None = None    # why this host cannot build it (it must be built on a matching host)
     optional: bool = False         # only `best:` candidates need it: its failure loses a candidate, not the build
 
@@ -98,14 +170,14 @@ def build(recipe: Recipe, stats: StatCache, only: list[str] | None = None) -> Pl
         chosen = [t for t in selected if sid in needs[t]]
         if specific[sid]:
             for t in chosen:
-                nodes[f"{sid}@{t}"] = _node(recipe, sid, recipe.target(t), [t], specific, problems)
+                nodes[node_id(sid, t)] = _node(recipe, sid, recipe.target(t), [t], specific, problems)
         elif chosen:
             nodes[sid] = _node(recipe, sid, None, users, specific, problems)
     if problems:
         raise UserError(problems)
     plan = Plan(recipe, nodes, {}, selected)
     for t in selected:
-        plan.ship[t] = [(sid, f"{sid}@{t}" if specific[sid] else sid) for sid in recipe.ship.get(t, [])]
+        plan.ship[t] = [(sid, node_id(sid, t if specific[sid] else None)) for sid in recipe.ship.get(t, [])]
     _add_measurements(plan)
     _mark_optional(plan)
     from edgebuild.engine import compat
@@ -153,11 +225,12 @@ def _add_measurements(plan: Plan) -> None:
             # a web bundle's model.onnx is checked like any ONNX artifact, except its latency: the
             # browser's, which its demo page measures, not Python ONNX Runtime's
             params = Measure.fill_defaults(dict(judge.measure_params(r, target), latency=gives == ONNX))
-            spec = StepSpec(f"check:{sid}", "measure", Measure, sid, params)
+            spec = StepSpec(CHECK + sid, "measure", Measure, sid, params)
             refs = {"reference": _reference(plan, nid)} if r.model_kind == PYTORCH else {}
             up = plan.nodes[nid]
-            plan.nodes[f"check:{sid}@{t}"] = Node(f"check:{sid}@{t}", spec, target, nid, [t], up.ir_version,
-                                                  up.max_opset, refs=refs, kind_ref=MEASURE_REF)
+            mid = check_id(sid, t)
+            plan.nodes[mid] = Node(mid, spec, target, nid, [t], up.ir_version, up.max_opset, refs=refs,
+                                   kind_ref=MEASURE_REF)
 
 
 def _mark_optional(plan: Plan) -> None:
@@ -165,7 +238,7 @@ def _mark_optional(plan: Plan) -> None:
     manifest says why) and the build goes on; what a target ships directly, and its checks, is required."""
     required: set[str] = set()
     todo = [nid for t, shipped in plan.ship.items() if t not in plan.recipe.best
-            for sid, n in shipped for nid in (n, f"check:{sid}@{t}") if nid in plan.nodes]
+            for sid, n in shipped for nid in (n, check_id(sid, t)) if nid in plan.nodes]
     while todo:
         nid = todo.pop()
         if nid not in required:
@@ -280,9 +353,8 @@ def _node(recipe: Recipe, sid: str, target: Target | None, users: list[str],
                                 recipe.doc.at(("model", "onnx")), "re-export the model at a lower opset"))
     upstream = None
     if step.source is not None:
-        upstream = f"{step.source}@{target.name}" if specific[step.source] and target else step.source
-    node_id = f"{sid}@{target.name}" if target else sid
-    return Node(node_id, step, target, upstream, users, ir, opset)
+        upstream = node_id(step.source, target.name if specific[step.source] and target else None)
+    return Node(node_id(sid, target.name if target else None), step, target, upstream, users, ir, opset)
 
 
 def _key(recipe: Recipe, node: Node, nodes: dict[str, Node], stats: StatCache,
@@ -341,13 +413,32 @@ def shared_with(plan: Plan, node: Node) -> list[str]:
     return [n.id for n in plan.order() if n.key == node.key and n.id != node.id]
 
 
-def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """Human reasons why a node's key changed, from the material of its last build."""
+def mark(plan: Plan, cached: Callable[[str], bool], history: dict[str, Any], force: set[str] | None = None) -> None:
+    """Mark each node cached, deferred or will-run, with its reasons (`history`: node id -> the key material of
+    its last build; `cached(key)`: whether the cache holds that entry)."""
+    for n in plan.order():
+        forced = force is not None and n.step.id in force
+        if n.deferred:
+            n.status, n.reasons = Planned.DEFERRED, [Reason.of(Why.DEFERRED, n.deferred)]
+        elif cached(n.key) and not forced:
+            n.status, n.reasons = Planned.CACHED, []
+        else:
+            n.status = Planned.RUN
+            n.reasons = [Reason.of(Why.FORCED)] if forced else changes(history.get(n.id), n.material)
+
+
+def changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[Reason]:
+    """Why a node's key changed, from the material of its last build."""
     if old is None:
-        return ["never built"]
+        return [Reason.of(Why.NEVER_BUILT)]
     out: list[str] = []
     _diff(old, new, (), out)
-    return out or ["output missing from the cache"]
+    return [Reason.of(Why.CHANGED, x) for x in out] or [Reason.of(Why.MISSING)]
+
+
+def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """Human reasons why a node's key changed, from the material of its last build."""
+    return [r.text for r in changes(old, new)]
 
 
 def _diff(a: Any, b: Any, path: tuple[str, ...], out: list[str]) -> None:

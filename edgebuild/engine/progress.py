@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebuild.engine.execute import Outcome
+from edgebuild.engine.execute import Outcome, Status
 from edgebuild.engine.plan import Node, Plan
 
 
@@ -23,7 +23,7 @@ class PlainReporter:
     def finished(self, node: Node, o: Outcome) -> None:
         if self.quiet:
             return
-        extra = f" ({o.seconds:.1f}s)" if o.status == "built" else ""
+        extra = f" ({o.seconds:.1f}s)" if o.status == Status.BUILT else ""
         if o.fetched is not None:
             extra = f" (from the remote cache: {o.fetched / 1e6:.1f} MB in {o.seconds:.1f}s)"
         if o.worker:
@@ -73,7 +73,7 @@ class LiveReporter(PlainReporter):
         self.rows[node.id] = ("running", time.perf_counter(), 0.0)
 
     def finished(self, node: Node, o: Outcome) -> None:
-        self.rows[node.id] = (o.status, 0.0, o.seconds)
+        self.rows[node.id] = (o.status.value, 0.0, o.seconds)
         if o.worker:
             self.workers[node.id] = o.worker
         if o.fetched is not None:
@@ -96,8 +96,7 @@ def make(plan: Plan, quiet: bool = False) -> PlainReporter:
 
 def print_totals(plan: Plan, outcomes: dict[str, Outcome], out: Path, seconds: float) -> None:
     """One line: what was built and what came from the cache."""
-    counts = {s: sum(1 for o in outcomes.values() if o.status == s) for s in ("built", "cached", "deferred", "failed",
-                                                                          "skipped")}
-    extra = "".join(f", {counts[s]} {s}" for s in ("failed", "skipped", "deferred") if counts[s])
-    print(f"{plan.recipe.name}: {counts['built']} built, {counts['cached']} cached{extra} in {seconds:.1f}s; "
+    counts = {s: sum(1 for o in outcomes.values() if o.status == s) for s in Status}
+    extra = "".join(f", {counts[s]} {s}" for s in (Status.FAILED, Status.SKIPPED, Status.DEFERRED) if counts[s])
+    print(f"{plan.recipe.name}: {counts[Status.BUILT]} built, {counts[Status.CACHED]} cached{extra} in {seconds:.1f}s; "
           f"manifest: {out / 'manifest.json'}")

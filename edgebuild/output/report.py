@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgebuild.output.manifest import Manifest
 
 CHECK_ORDER = ("latency", "size", "memory", "fidelity", "accuracy")
 HIGHER_IS_BETTER = {"fidelity"}
@@ -674,36 +677,12 @@ def _env() -> Any:
                               trim_blocks=True, lstrip_blocks=True)
 
 
-def render(manifest: dict[str, Any], build_log: dict[str, Any] | None = None) -> str:
-    """The report as one HTML document (a string)."""
+def render(manifest: Manifest | dict[str, Any], build_log: dict[str, Any] | None = None) -> str:
+    """The report as one HTML document (a string): of a manifest `manifest.load` read and checked, or of its
+    JSON as a dict (the view reads a dict defensively: a hand-made one renders too)."""
     if not isinstance(manifest, dict):
-        raise TypeError("manifest must be a dict")
+        manifest = manifest.to_dict()
     return str(_env().get_template("report.html.j2").render(r=view(manifest, build_log)))
-
-
-def load_manifest(path: Path) -> dict[str, Any]:
-    """Read and sanity-check a manifest; every failure is a UserError that says what to do."""
-    from edgebuild.errors import Location, Problem, UserError
-
-    if path.is_dir():
-        path = path / "manifest.json"
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(Problem(f"{path}: no such manifest", None,
-                                "build first with `edgebuild run RECIPE`; it writes dist/<name>/manifest.json")) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(Problem(f"{path}: cannot read the manifest: {exc}")) from None
-    try:
-        m = json.loads(raw)
-    except ValueError as exc:
-        line, col = getattr(exc, "lineno", 0), getattr(exc, "colno", 0)
-        raise UserError(Problem(f"not valid JSON: {getattr(exc, 'msg', exc)}", Location(str(path), line, col),
-                                "is this the manifest.json that `edgebuild run` wrote?")) from None
-    if not isinstance(m, dict) or "manifest" not in m or not isinstance(m.get("targets"), dict):
-        raise UserError(Problem(f"{path}: not an edgebuild manifest (no 'manifest' format number or no 'targets')",
-                                None, "pass the manifest.json that `edgebuild run` wrote in dist/<name>/"))
-    return m
 
 
 def load_build_log(manifest_path: Path) -> dict[str, Any] | None:
@@ -727,9 +706,10 @@ def write(manifest_path: Path | str, out_path: Path | str | None = None) -> Path
 
     from edgebuild.errors import Problem, UserError
 
+    from edgebuild.output.manifest import load
+
     manifest_path = Path(manifest_path)
-    manifest = load_manifest(manifest_path)
-    html = render(manifest, load_build_log(manifest_path))
+    html = render(load(manifest_path), load_build_log(manifest_path))
     out = Path(out_path) if out_path is not None else default_output(manifest_path)
     if out.is_dir():
         out = out / "report.html"

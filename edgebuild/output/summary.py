@@ -8,36 +8,33 @@ table: artifact, format, precision, size, sha256[:12].
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebuild.output.report import (
-    artifacts_of,
     check_results,
     check_sentence,
-    chosen_step,
     fmt_bytes,
     fmt_ms,
     fmt_pct,
     fmt_ratio,
     fmt_selection_value,
     get,
-    has_checks,
     num,
-    passed,
-    selection_of,
-    targets_of,
     text,
 )
 
+if TYPE_CHECKING:
+    from edgebuild.output.manifest import Artifact, Manifest, Target
 
-def print_table(manifest: dict[str, Any], targets: list[str] | None = None, console: Any = None) -> None:
+
+def print_table(manifest: Manifest, targets: list[str] | None = None, console: Any = None) -> None:
     """Print one table per target (all of the manifest's targets when `targets` is None)."""
     from rich.console import Console
 
     console = console or Console(highlight=False)
-    all_targets = targets_of(manifest)
+    all_targets = manifest.targets
     names = list(all_targets) if targets is None else [t for t in targets if t in all_targets]
-    measured = has_checks({"targets": {n: all_targets[n] for n in names}})
+    measured = any(a.checks is not None for n in names for a in all_targets[n].artifacts)
     for name in names:
         console.print(_measured_table(name, all_targets[name]) if measured else _plain_table(name, all_targets[name]))
         if measured:
@@ -45,27 +42,26 @@ def print_table(manifest: dict[str, Any], targets: list[str] | None = None, cons
                 console.print(line)
 
 
-def _plain_table(name: str, target: dict[str, Any]) -> Any:
+def _plain_table(name: str, target: Target) -> Any:
     from rich.table import Table
     from rich.text import Text
 
     t = Table(title=Text(name), title_justify="left", box=None)
     for col in ("artifact", "format", "precision", "size", "sha256"):
         t.add_column(col, justify="right" if col == "size" else "left")
-    for a in artifacts_of(target):
-        cells = (text(a.get("path")) or text(a.get("step")), text(a.get("format")), text(a.get("precision")),
-                 fmt_bytes(a.get("size")), text(a.get("sha256"))[:12])
+    for a in target.artifacts:
+        cells = (a.path or a.step, a.format, a.precision, fmt_bytes(a.size), a.sha256[:12])
         t.add_row(*(Text(c) for c in cells))   # Text, not markup: names may contain '['
     return t
 
 
-def _measured_table(name: str, target: dict[str, Any]) -> Any:
+def _measured_table(name: str, target: Target) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    chosen = chosen_step(target)
-    arts = artifacts_of(target)
-    states = [passed(a) for a in arts]
+    chosen = target.chosen
+    arts = target.artifacts
+    states = [a.passed for a in arts]
     title = Text(name)
     if any(s is False for s in states):
         title.append("  ✗ fail", style="bold red")
@@ -80,39 +76,39 @@ def _measured_table(name: str, target: dict[str, Any]) -> Any:
     t.add_column("fidelity", justify="right")
     t.add_column("checks")
     for a in arts:
-        lat = get(a, "checks", "measurements", "latency_ms")
-        fid = get(a, "checks", "measurements", "fidelity")
-        label = Text(text(a.get("path")).rsplit("/", 1)[-1] or text(a.get("step")))   # the target is the title
-        if chosen is not None and text(a.get("step")) == chosen:
+        lat = get(a.checks, "measurements", "latency_ms")
+        fid = get(a.checks, "measurements", "fidelity")
+        label = Text(a.path.rsplit("/", 1)[-1] or a.step)   # the target is the title
+        if chosen is not None and a.step == chosen:
             label.append(" ★ chosen", style="bold cyan")
         fidelity = "–"
         if num(get(fid, "argmax_agreement")) is not None or num(get(fid, "cosine")) is not None:
             fidelity = f"{fmt_pct(get(fid, 'argmax_agreement'))} / cos {fmt_ratio(get(fid, 'cosine'))}"
-        t.add_row(label, Text(text(a.get("precision"))), fmt_bytes(a.get("size")), fmt_ms(get(lat, "p50")),
+        t.add_row(label, Text(a.precision), fmt_bytes(a.size), fmt_ms(get(lat, "p50")),
                   fmt_ms(get(lat, "p95")), fidelity, _checks_cell(a))
     return t
 
 
-def _checks_cell(a: dict[str, Any]) -> Any:
+def _checks_cell(a: Artifact) -> Any:
     from rich.text import Text
 
-    state = passed(a)
+    state = a.passed
     if state is None:
         return Text("no checks", style="dim")
     if state:
         return Text("✓", style="bold green")
-    failed = [r for r in check_results(a) if r.get("passed") is not True]
+    failed = [r for r in check_results(a.to_dict()) if r.get("passed") is not True]
     cell = Text("✗", style="bold red")
     if failed:
         cell.append(" " + "; ".join(check_sentence(r) for r in failed), style="red")
     return cell
 
 
-def _selection_lines(target: dict[str, Any]) -> list[Any]:
+def _selection_lines(target: Target) -> list[Any]:
     """'  best by latency: qdq; int8 failed: latency 63.1 ms > 50 ms; opt slower than qdq (...)'."""
     from rich.text import Text
 
-    sel = selection_of(target)
+    sel = target.selection
     if sel is None:
         return []
     by = text(sel.get("by")) or "?"

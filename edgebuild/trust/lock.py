@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebuild.errors import Problem, UserError
 from edgebuild.trust import lockfile
 from edgebuild.trust.lockfile import Lock, Path_
+
+if TYPE_CHECKING:
+    from edgebuild.checks.judge import Verdict
+    from edgebuild.output.manifest import Manifest
 
 HOST_PARAMS = ("threads",)   # a measurement's threads: the target's, capped at this host's cores
 SHIPPED = ("target", "artifact", "release")
@@ -183,7 +187,7 @@ class Session:
         v = self.lock.get("release", default=0) if self.lock is not None else 0
         return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
-    def release(self, verdicts: dict[str, Any]) -> int:
+    def release(self, verdicts: dict[str, Verdict]) -> int:
         """The manifest's release: --release N (never below the last one), else the lock's, one more when
         what a target ships changed (a shipped step's key, a `best:` choice)."""
         if self.release_arg is not None:
@@ -193,7 +197,7 @@ class Session:
             return max(self.floor, 1)
         return self.floor + 1
 
-    def finish(self, manifest: dict[str, Any], verdicts: dict[str, Any]) -> None:
+    def finish(self, manifest: Manifest, verdicts: dict[str, Verdict]) -> None:
         """After publishing: under --locked, warn about artifacts whose bytes differ from the lock's;
         otherwise write the lock when a fact changed, and say so in one line."""
         if self.off:
@@ -211,24 +215,24 @@ class Session:
         lockfile.write(self.file, new)
         print(summary(self.lock, new, self.file), file=sys.stderr)
 
-    def _facts(self, verdicts: dict[str, Any], manifest: dict[str, Any] | None) -> dict[Path_, Any]:
+    def _facts(self, verdicts: dict[str, Verdict], manifest: Manifest | None) -> dict[Path_, Any]:
         """Every fact of the lock this build would write, in the lock's order."""
         facts: dict[Path_, Any] = {("lock",): lockfile.FORMAT}
         planned = dict(self.planned)
         facts.update((p, planned.pop(p)) for p in list(planned) if p[0] in ("edgebuild", "recipe"))
-        facts[("release",)] = manifest.get("release", 1) if manifest is not None else 0
+        facts[("release",)] = (manifest.release if manifest.release is not None else 1) if manifest is not None else 0
         facts.update((p, v) for p, v in planned.items() if p[0] in ("tool", "node"))
         for t in sorted(x.name for x in self.full.recipe.targets):
             facts.update((p, v) for p, v in planned.items() if p[:2] == ("target", t))
             facts.update(self._choice(t, verdicts))
         if manifest is not None:
-            for t, entry in manifest.get("targets", {}).items():
-                for a in entry["artifacts"]:
-                    if a.get("reproducible", True):
-                        facts[("artifact", a["path"])] = a["sha256"]
+            for entry in manifest.targets.values():
+                for a in entry.artifacts:
+                    if a.is_reproducible:
+                        facts[("artifact", a.path)] = a.sha256
         return facts
 
-    def _choice(self, t: str, verdicts: dict[str, Any]) -> dict[Path_, Any]:
+    def _choice(self, t: str, verdicts: dict[str, Verdict]) -> dict[Path_, Any]:
         """A `best:` target's choice and evidence: kept from the lock while it holds, else this build's."""
         if t not in self.full.recipe.best:
             return {}
@@ -236,30 +240,32 @@ class Session:
         if self.lock is not None and t in self.choices and self.lock.get("target", t, "chosen") == self.choices[t]:
             return {p: val for p, val in self.lock.facts.items() if p[:2] == ("target", t)
                     and p[2] in ("chosen", "evidence")}
-        if v is None or v.selection is None or v.selection["chosen"] is None:
+        sel = v.selection if v is not None else None
+        if v is None or sel is None or sel.chosen is None:
             return {}
-        sel = v.selection
-        out: dict[Path_, Any] = {("target", t, "chosen"): sel["chosen"]}
-        host = (v.artifacts.get(sel["chosen"]) or {}).get("host")
-        if host:
-            out[("target", t, "evidence", "host")] = host
-        for c in sel["candidates"]:
-            value = c["value"]
-            out[("target", t, "evidence", c["step"])] = {
-                "passed": c["passed"], "unit": c["unit"],
+        out: dict[Path_, Any] = {("target", t, "chosen"): sel.chosen}
+        measured = v.artifacts.get(sel.chosen)
+        if measured is not None and measured.host:
+            out[("target", t, "evidence", "host")] = measured.host
+        for c in sel.candidates:
+            value = c.value
+            out[("target", t, "evidence", c.step)] = {
+                "passed": c.passed, "unit": c.unit,
                 "value": float(f"{value:.4g}") if isinstance(value, float) else value}
         return out
 
 
 def _shipping(facts: dict[Path_, Any]) -> dict[str, list[tuple[str, Any]]]:
     """What each target ships, by the keys of the nodes that make it: a change here is a new release."""
+    from edgebuild.engine.plan import node_id
+
     out = {}
     for p, steps in facts.items():
         if p[0] == "target" and p[2:] == ("ship",):
             t = p[1]
             chosen = str(facts.get(("target", t, "chosen")))
             shipped: list[str] = [chosen] if ("target", t, "best") in facts else steps
-            out[t] = [(s, facts.get(("node", f"{s}@{t}", "key"), facts.get(("node", s, "key")))) for s in shipped]
+            out[t] = [(s, facts.get(("node", node_id(s, t), "key"), facts.get(("node", s, "key")))) for s in shipped]
     return out
 
 

@@ -12,7 +12,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgebuild.engine.plan import Plan
+    from edgebuild.output.manifest import Manifest
 
 STATEMENT = "https://in-toto.io/Statement/v1"
 SLSA = "https://slsa.dev/provenance/v1"
@@ -21,30 +25,30 @@ BUILDER = "https://edgebuild.dev/builder/edgebuild"
 NAME = "provenance.json"
 
 
-def published_files(out: Path, manifest: dict[str, Any]) -> dict[str, Path]:
+def published_files(out: Path, manifest: Manifest) -> dict[str, Path]:
     """Every file a build published, by its path in the output folder: the manifest and each artifact's
     files (a folder's one by one)."""
     files = {"manifest.json": out / "manifest.json"}
-    for entry in manifest.get("targets", {}).values():
-        for a in entry["artifacts"]:
-            p = out / a["path"]
+    for entry in manifest.targets.values():
+        for a in entry.artifacts:
+            p = out / a.path
             if p.is_dir():
                 files.update({f.relative_to(out).as_posix(): f for f in sorted(p.rglob("*")) if f.is_file()})
             else:
-                files[a["path"]] = p
+                files[a.path] = p
     return dict(sorted(files.items()))
 
 
-def statement(out: Path, plan: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+def statement(out: Path, plan: Plan, manifest: Manifest) -> dict[str, Any]:
     """The in-toto Statement of this build."""
     from edgebuild import __version__
 
     subjects = [{"name": name, "digest": {"sha256": _sha256(p)}} for name, p in published_files(out, manifest).items()]
     r = plan.recipe
-    external: dict[str, Any] = {"recipe": {"path": _rel(r.file), "digest": {"sha256": manifest["recipe"]["sha256"]}},
-                                "targets": sorted(manifest.get("targets", {}))}
-    if "release" in manifest:
-        external["release"] = manifest["release"]
+    external: dict[str, Any] = {"recipe": {"path": _rel(r.file), "digest": {"sha256": manifest.recipe_sha256}},
+                                "targets": sorted(manifest.targets)}
+    if manifest.release is not None:
+        external["release"] = manifest.release
     predicate = {
         "buildDefinition": {"buildType": BUILD_TYPE, "externalParameters": external,
                             "resolvedDependencies": _dependencies(plan, manifest)},
@@ -53,7 +57,7 @@ def statement(out: Path, plan: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     return {"_type": STATEMENT, "subject": subjects, "predicateType": SLSA, "predicate": predicate}
 
 
-def _dependencies(plan: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def _dependencies(plan: Plan, manifest: Manifest) -> list[dict[str, Any]]:
     """Source files (by role, with their digests) and tools (as package URLs with versions)."""
     r = plan.recipe
     files = dict(r.source_files)
@@ -61,7 +65,7 @@ def _dependencies(plan: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         files.update(n.step.kind.source_files(n.step.params, r.dir))
     deps = [{"name": role, "uri": f"file:{_rel(p)}", "digest": {"sha256": _sha256(p)}}
             for role, p in sorted(files.items())]
-    deps += [{"name": tool, "uri": f"pkg:pypi/{tool}@{version}"} for tool, version in sorted(manifest["tools"].items())]
+    deps += [{"name": tool, "uri": f"pkg:pypi/{tool}@{version}"} for tool, version in sorted(manifest.tools.items())]
     return deps
 
 
@@ -80,7 +84,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write(out: Path, plan: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+def write(out: Path, plan: Plan, manifest: Manifest) -> dict[str, Any]:
     """Write provenance.json beside the manifest; returns the statement."""
     st = statement(out, plan, manifest)
     tmp = out / f".{NAME}.tmp"

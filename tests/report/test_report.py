@@ -470,10 +470,11 @@ def test_the_page_is_self_contained(page: El) -> None:
 def summary(m: dict[str, Any], targets: list[str] | None = None) -> str:
     from rich.console import Console
 
+    from edgebuild.output.manifest import Manifest
     from edgebuild.output.summary import print_table
 
     buf = io.StringIO()
-    print_table(m, targets, Console(file=buf, width=200, force_terminal=False, highlight=False))
+    print_table(Manifest.from_dict(m), targets, Console(file=buf, width=200, force_terminal=False, highlight=False))
     return buf.getvalue()
 
 
