@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebuild.commands import _trust
-from edgebuild.commands._common import add_cache_arg, add_remote_args, cache_root, history_path, jobs_count
+from edgebuild.commands._common import (
+    add_cache_arg,
+    add_remote_args,
+    cache_root,
+    history_path,
+    jobs_count,
+)
 
 if TYPE_CHECKING:   # a no-op run imports this module: the build's own modules are imported when it builds
     from edgebuild.checks.judge import Verdict

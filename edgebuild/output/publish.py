@@ -14,7 +14,15 @@ from edgebuild.engine.cache import Cache, folder_error, make_folder
 from edgebuild.engine.digest import StatCache
 from edgebuild.engine.execute import Outcome, Status
 from edgebuild.engine.plan import Plan, tool_version
-from edgebuild.output.manifest import FILE, Artifact, Deferred, Manifest, Step, Target, read_previous
+from edgebuild.output.manifest import (
+    FILE,
+    Artifact,
+    Deferred,
+    Manifest,
+    Step,
+    Target,
+    read_previous,
+)
 from edgebuild.steps.base import ONNX
 
 if TYPE_CHECKING:
