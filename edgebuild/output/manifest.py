@@ -192,9 +192,8 @@ class Manifest:
 
 def problems(data: Any) -> list[str]:
     """What makes `data` no manifest of this format, each as 'at FIELD: what is wrong' (empty: it is one)."""
-    from jsonschema import (
-        Draft202012Validator,  # imported only where a manifest is read back
-    )
+    # jsonschema is imported only where a manifest is read back
+    from jsonschema import Draft202012Validator
 
     from edgebuild.frontend.validate import schema
 
