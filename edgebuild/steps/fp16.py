@@ -37,11 +37,11 @@ class Fp16(StepKind):
         with onnx_runtime.keep_root_logging():
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        from edgebuild.onnx import quantize as onnx_quantize
+        from edgebuild.onnx.quantize import preprocess
 
         model = onnx_graph.load(ctx.input_model)
         size_before = onnx_graph.file_size(ctx.input_model)
-        pre = onnx_quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
+        pre = preprocess.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
         before = onnx_graph.initializer_dtypes(model)
         if not before.get("float32"):
             raise StepError("the model has no float32 weights to convert",

@@ -49,11 +49,11 @@ class Int4(StepKind):
             from onnxruntime.quantization.quant_utils import QuantFormat
 
         p = ctx.params
-        from edgebuild.onnx import quantize as onnx_quantize
+        from edgebuild.onnx.quantize import preprocess
 
         model = onnx_graph.load(ctx.input_model)
         size_before = onnx_graph.file_size(ctx.input_model)
-        pre = onnx_quantize.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
+        pre = preprocess.weights_as_initializers(model, ctx.log)   # weights exported as Constant nodes
         converted = gemm_to_matmul(model)
         if converted:
             ctx.log.info("rewrote %d Gemm node(s) with constant weights as MatMul + Add", converted)

@@ -28,7 +28,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgebuild.checks import metrics
-from edgebuild.onnx import quantize as onnx_quantize
+from edgebuild.onnx.quantize import layers, running
+from edgebuild.onnx.quantize.search import MAX_QUANTIZATIONS
+from edgebuild.onnx.quantize.target_types import resolve_types
 from edgebuild.onnx import runtime as onnx_runtime
 from edgebuild.steps.base import StepError
 from edgebuild.steps.quantize_dynamic import QuantizeDynamic
@@ -218,7 +220,7 @@ def plain_static(src: Path, dst: Path, data: Path, **kwargs: Any) -> Path:
 
 def stacked(model: Path, data: Path) -> dict[str, np.ndarray]:
     x = np.load(data)["x"]
-    return onnx_quantize.outputs(onnx_runtime.session(model), [{"x": x[i:i + 1]} for i in range(len(x))])
+    return running.outputs(onnx_runtime.session(model), [{"x": x[i:i + 1]} for i in range(len(x))])
 
 
 def metric(spec: str, ref: Path, cand: Path, data: Path, recipe_dir: Path | None = None) -> float:
@@ -228,7 +230,7 @@ def metric(spec: str, ref: Path, cand: Path, data: Path, recipe_dir: Path | None
 def ms(model: Path, shape: tuple[int, ...], threads: int) -> float:
     x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
     sess = onnx_runtime.session(model, threads=threads)
-    return min(onnx_quantize.latency_ms(sess, {"x": x}, budget_s=0.5) for _ in range(3))
+    return min(running.latency_ms(sess, {"x": x}, budget_s=0.5) for _ in range(3))
 
 
 def target(name: str) -> dict[str, Any]:
@@ -270,7 +272,7 @@ def test_constant_conv_weights_are_not_requantized_at_every_run(kit, tmp_path: P
     ops = [n.op_type for n in onnx.load(str(plain)).graph.node]
     # plain: ConvInteger, but its weights go through DynamicQuantizeLinear on every call (no int8 weights stored)
     assert "ConvInteger" in ops and int8_initializers(plain) == 0
-    assert onnx_quantize.quantized_nodes(onnx.load(str(plain))) == []
+    assert layers.quantized_nodes(onnx.load(str(plain))) == []
     ctx, facts = run(kit, QuantizeDynamic, tmp_path / "step", {}, src)
     assert facts["preprocess"]["folded_nodes"] == 1             # the float16 Cast, folded
     assert facts["quantized_nodes"] == 2 and int8_initializers(ctx.output_model) == 2
@@ -398,7 +400,7 @@ def test_outlier_activation_search_keeps_sensitive_nodes_in_float(kit, tmp_path:
     assert before < 0.999 and acc["before"] < 0.999
     assert after >= 0.999 and acc["after"] >= 0.999
     assert 1 <= len(acc["fp32_nodes"]) < 6 and facts["quantized_nodes"] >= 1
-    assert len(acc["search"]) <= onnx_quantize.MAX_QUANTIZATIONS
+    assert len(acc["search"]) <= MAX_QUANTIZATIONS
 
 
 @pytest.mark.slow   # two searches
@@ -428,7 +430,7 @@ def test_user_metric_file_drives_the_goal(kit, tmp_path: Path) -> None:
     src = outlier_cnn(tmp_path / "outlier.onnx")
     rng = np.random.default_rng(3)
     x = rng.standard_normal((32, 3, 16, 16)).astype(np.float32)
-    labels = onnx_quantize.outputs(onnx_runtime.session(src), [{"x": x[i:i + 1]} for i in range(32)])["y"].argmax(-1)
+    labels = running.outputs(onnx_runtime.session(src), [{"x": x[i:i + 1]} for i in range(32)])["y"].argmax(-1)
     data = tmp_path / "labelled.npz"
     np.savez(data, x=x, labels=labels)
     (tmp_path / "metrics").mkdir()
@@ -452,16 +454,16 @@ def test_user_metric_file_drives_the_goal(kit, tmp_path: Path) -> None:
     ("browser-wasm", "uint8", "int8", False),      # onnxruntime-web: U8X8 kernels
 ])
 def test_auto_types_follow_the_target(name: str, act: str, weight: str, reduce_range: bool) -> None:
-    t = onnx_quantize.resolve_types(QuantizeStatic.fill_defaults({"data": "d"}), target(name))
+    t = resolve_types(QuantizeStatic.fill_defaults({"data": "d"}), target(name))
     assert (t.activation_type, t.weight_type, t.per_channel, t.reduce_range) == (act, weight, True, reduce_range)
     assert t.reason and not t.reason.startswith(f"{name}:")   # the CPU class: builds are shared by targets
 
 
 def test_auto_types_on_x86_without_vnni_reduce_the_weight_range() -> None:
     avx2 = {"name": "old-x86", "cpu": {"arch": "x86_64", "threads": 4, "features": ["avx", "avx2", "fma"]}}
-    t = onnx_quantize.resolve_types(QuantizeStatic.fill_defaults({"data": "d"}), avx2)
+    t = resolve_types(QuantizeStatic.fill_defaults({"data": "d"}), avx2)
     assert (t.activation_type, t.weight_type, t.reduce_range) == ("uint8", "int8", True)
-    given = onnx_quantize.resolve_types(QuantizeStatic.fill_defaults(
+    given = resolve_types(QuantizeStatic.fill_defaults(
         {"data": "d", "activation_type": "uint8", "per_channel": False}), avx2)
     assert (given.reduce_range, given.per_channel, given.reason) == (False, False, "as given")
 

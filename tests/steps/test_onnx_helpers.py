@@ -185,7 +185,7 @@ def test_an_unsettled_paired_timing_times_more_pairs_until_it_settles() -> None:
 
 
 def test_a_speed_decision_is_settled_when_clear_either_way() -> None:
-    from edgebuild.onnx.quantize import MIN_GAIN, decided
+    from edgebuild.onnx.quantize.speed import MIN_GAIN, decided
 
     def pair(speedup: float, noise: float) -> onnx_runtime.Paired:
         return onnx_runtime.Paired(1.0, 1.0 / speedup, 1.0 / speedup, noise, 0.0, 20)
