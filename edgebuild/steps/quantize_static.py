@@ -1,7 +1,8 @@
 """quantize-static: int8 weights and activations, activation ranges calibrated on a recipe dataset.
 
-Calibration runs ONNX Runtime's calibrator over the dataset's first `samples` samples, fed as
-batches of one through CalibrationDataReaders, CHUNK samples per pass (bounded memory). The ranges
+Calibration (edgebuild/onnx/quantize/calibration.py) runs ONNX Runtime's calibrator over the dataset's
+first `samples` samples, fed as batches of one through CalibrationDataReaders, CHUNK samples per pass
+(bounded memory), once per calibration method. The ranges
 then go to onnxruntime.quantization.quantize_static through its calibration cache file, which is
 also how the histogram methods get settings quantize_static does not pass on (entropy bins).
 The list of op types is passed sorted: ONNX Runtime's own default is built from a set, whose
@@ -285,7 +286,8 @@ def _quantized_once(ctx: RunContext, model: "onnx.ModelProto", quantizer: _Quant
     per_channel = quantizer.types.per_channel
     out = quantizer.build(p["method"], per_channel, None, base_excluded)
     if out is None:
-        raise StepError(f"no node was quantized: {layers.nothing_quantized(model, quantizer.op_sets[p['op_types']], base_excluded)}",
+        why = layers.nothing_quantized(model, quantizer.op_sets[p["op_types"]], base_excluded)
+        raise StepError(f"no node was quantized: {why}",
                         hint="static quantization targets Conv, MatMul, Gemm and friends with constant "
                              "weights; keep `preprocess: true` for weights exported as Constant nodes")
     return _Result(out, p["method"], per_channel, p["op_types"], base_excluded, quantizer.calibrations.samples.n)
