@@ -229,7 +229,7 @@ def load(path: Path) -> Manifest:
     except ValueError as exc:
         line, col = getattr(exc, "lineno", 0), getattr(exc, "colno", 0)
         raise UserError(Problem(f"not valid JSON: {getattr(exc, 'msg', exc)}", Location(str(path), line, col),
-                                "is this the manifest.json that `edgebuild run` wrote?")) from None
+                                "it was changed or cut short since `edgebuild run` wrote it; publish it again")) from None
     if not isinstance(data, dict) or "manifest" not in data or not isinstance(data.get("targets"), dict):
         raise UserError(Problem(f"{path}: not an edgebuild manifest (no 'manifest' format number or no 'targets')",
                                 None, "pass the manifest.json that `edgebuild run` wrote in dist/<name>/"))
