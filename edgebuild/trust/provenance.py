@@ -8,11 +8,12 @@ Deterministic like the manifest: no timestamps, paths relative to the folder edg
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edgebuild.engine.digest import sha256_file
 
 if TYPE_CHECKING:
     from edgebuild.engine.plan import Plan
@@ -43,7 +44,7 @@ def statement(out: Path, plan: Plan, manifest: Manifest) -> dict[str, Any]:
     """The in-toto Statement of this build."""
     from edgebuild import __version__
 
-    subjects = [{"name": name, "digest": {"sha256": _sha256(p)}} for name, p in published_files(out, manifest).items()]
+    subjects = [{"name": name, "digest": {"sha256": sha256_file(p)}} for name, p in published_files(out, manifest).items()]
     r = plan.recipe
     external: dict[str, Any] = {"recipe": {"path": _rel(r.file), "digest": {"sha256": manifest.recipe_sha256}},
                                 "targets": sorted(manifest.targets)}
@@ -63,7 +64,7 @@ def _dependencies(plan: Plan, manifest: Manifest) -> list[dict[str, Any]]:
     files = dict(r.source_files)
     for n in plan.order():
         files.update(n.step.kind.source_files(n.step.params, r.dir))
-    deps = [{"name": role, "uri": f"file:{_rel(p)}", "digest": {"sha256": _sha256(p)}}
+    deps = [{"name": role, "uri": f"file:{_rel(p)}", "digest": {"sha256": sha256_file(p)}}
             for role, p in sorted(files.items())]
     deps += [{"name": tool, "uri": f"pkg:pypi/{tool}@{version}"} for tool, version in sorted(manifest.tools.items())]
     return deps
@@ -75,13 +76,6 @@ def _rel(p: Path) -> str:
     except ValueError:   # another drive (Windows): the absolute path
         return str(p)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write(out: Path, plan: Plan, manifest: Manifest) -> dict[str, Any]:

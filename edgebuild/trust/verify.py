@@ -8,11 +8,11 @@ the measuring host's, and noisy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgebuild.engine.digest import sha256_file
 from edgebuild.errors import Problem, UserError
 from edgebuild.trust.signing import ENVELOPE, MANIFEST_SIG, SIG, Checked
 
@@ -35,13 +35,6 @@ def load(path: Path) -> Manifest:
 
     return manifest.load(path)
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_files(out: Path, manifest: Manifest) -> list[Checked]:
@@ -68,7 +61,7 @@ def _check_artifact(out: Path, a: Artifact, known: set[str]) -> list[Checked]:
         from edgebuild.engine.digest import sha256_json
 
         known.update(f.relative_to(out).as_posix() for f in path.rglob("*") if f.is_file())
-        files = {f.relative_to(path).as_posix(): {"sha256": sha256(f)} for f in sorted(path.rglob("*")) if f.is_file()}
+        files = {f.relative_to(path).as_posix(): {"sha256": sha256_file(f)} for f in sorted(path.rglob("*")) if f.is_file()}
         ok = sha256_json({k: v["sha256"] for k, v in files.items()}) == a.sha256
         return [Checked(a.path, ok, "digests match" if ok else "changed: a file in the folder differs")]
     return [_check_file(path, a.path, a.sha256, a.size)]
@@ -77,7 +70,7 @@ def _check_artifact(out: Path, a: Artifact, known: set[str]) -> list[Checked]:
 def _check_file(path: Path, rel: str, digest: str, size: int | None = None) -> Checked:
     if not path.is_file():
         return Checked(rel, False, "missing")
-    got = sha256(path)
+    got = sha256_file(path)
     if got != digest:
         return Checked(rel, False, f"changed: sha256 {got[:12]}… where the manifest says {digest[:12]}…")
     if size is not None and path.stat().st_size != size:
@@ -106,7 +99,7 @@ def recipe_for(manifest: Manifest, out: Path, given: Path | None) -> Path:
                                     "give it with --recipe RECIPE.yaml")) from None
     if not recipe.is_file():
         raise UserError(Problem(f"--rebuild: no recipe file {recipe}", None, "give it with --recipe RECIPE.yaml"))
-    if sha256(recipe) != manifest.recipe_sha256:
+    if sha256_file(recipe) != manifest.recipe_sha256:
         raise UserError(Problem(f"--rebuild: {recipe} is not the recipe this build came from (its sha256 differs "
                                 "from the manifest's)", None, "check out the recipe the build was made from"))
     return recipe
