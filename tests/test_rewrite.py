@@ -21,13 +21,13 @@ from onnx import numpy_helper as NH
 
 from edgebuild.errors import UserError
 from edgebuild.onnx import graph as onnx_graph
+from edgebuild.onnx import source as onnx_source
 from edgebuild.onnx.rewrites.declared_shapes import override_input_dims
 from edgebuild.onnx.rewrites.gemm_as_matmul import constant_matmuls
 from edgebuild.onnx.rewrites.hardswish_fusion import fuse_hardswish
 from edgebuild.onnx.rewrites.if_inlining import inline_constant_if
 from edgebuild.onnx.rewrites.initializer_inputs import drop_initializer_inputs, fix_inputs
 from edgebuild.onnx.rewrites.prelu_as_max import prelu_to_max
-from edgebuild.onnx import source as onnx_source
 from edgebuild.steps.base import RunContext, StepError
 
 # -- helpers -----------------------------------------------------------------------------------

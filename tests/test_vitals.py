@@ -16,17 +16,11 @@ pytestmark = pytest.mark.slow   # a real model built end to end by `python -m ed
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example built from a copy without its lock: `best:` chooses by this build's timings (the committed
-    lock's pinned choice is test_vitals_lock.py's)."""
-    from examplekit import vitals_copy
+    """The example built from an empty cache, from a copy without its lock: `best:` chooses by this build's timings
+    (the committed lock's pinned choice is test_vitals_lock.py's). The test run's one cold build (examplekit)."""
+    from examplekit import cold_vitals
 
-    work = tmp_path_factory.mktemp("vitals")
-    r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(vitals_copy(work)),
-                        "--cache", str(work / "cache"), "--out", str(work / "dist")],
-                       capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none"))
-    assert r.returncode == 0, r.stderr
-    return work
+    return cold_vitals(tmp_path_factory)
 
 
 def test_manifest_matches_its_schema_and_the_files(built: Path) -> None:

@@ -32,8 +32,12 @@ def test_the_committed_lock_matches_the_plan(tmp_path: Path) -> None:
                           "lock's diff and commit it:\n" + "\n".join(x.render() for x in problems))
 
 
-@pytest.mark.slow   # two cold builds of the example
-def test_a_locked_build_of_vitals_reproduces_itself(tmp_path: Path) -> None:
+@pytest.mark.slow   # a cold rebuild of the example
+def test_a_locked_build_of_vitals_reproduces_itself(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The locked run starts from the steps of the test run's cold build (examplekit); `verify --rebuild` builds
+    every artifact again in an empty cache of its own."""
+    from examplekit import seed_cache
+
     env = dict(os.environ, PYTHONPATH=str(ROOT), EDGEBUILD_HOST_GPU="none")
     env.pop("EDGEBUILD_REMOTE", None)
 
@@ -42,7 +46,7 @@ def test_a_locked_build_of_vitals_reproduces_itself(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=600)
 
     before = (ROOT / "recipes" / "vitals.lock").read_bytes()
-    r = edgebuild("run", str(RECIPE), "--locked", "--cache", str(tmp_path / "cache"))
+    r = edgebuild("run", str(RECIPE), "--locked", "--cache", str(seed_cache(tmp_path_factory, tmp_path / "cache")))
     assert r.returncode == 0, r.stderr
     assert (ROOT / "recipes" / "vitals.lock").read_bytes() == before   # --locked never writes the lock
     manifest = json.loads((tmp_path / "dist" / "vitals" / "manifest.json").read_text())

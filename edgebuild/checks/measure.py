@@ -92,7 +92,9 @@ class Measure(StepKind):
                 facts["fidelity"]["metric"] = _metric(p["fidelity_metric"], _joined(ref_out), _joined(cand_out),
                                                       ctx.data[data_name], limit, ctx.recipe_dir)
             if p["accuracy_data"]:
-                facts["accuracy"] = _accuracy(sess, ref, ctx.data[p["accuracy_data"]], names, p["accuracy_data"])
+                # the same samples already run through both models: their first outputs are reused
+                ran = (ref_out, cand_out) if p["accuracy_data"] == data_name and limit is None else None
+                facts["accuracy"] = _accuracy(sess, ref, ctx.data[p["accuracy_data"]], names, p["accuracy_data"], ran)
         return facts
 
 
@@ -232,16 +234,19 @@ def _class_scores(sample_shape: tuple[int, ...]) -> bool:
     return len(dims) == 1 and dims[0] > 1
 
 
-def _accuracy(sess: Any, ref: Any, data: Path, names: dict[str, Any], name: str) -> dict[str, Any]:
-    """Top-1 accuracy against the dataset's labels (one per sample): the argmax of each sample's first output."""
+def _accuracy(sess: Any, ref: Any, data: Path, names: dict[str, Any], name: str,
+              ran: tuple[dict[str, list[Any]], dict[str, list[Any]]] | None = None) -> dict[str, Any]:
+    """Top-1 accuracy against the dataset's labels (one per sample): the argmax of each sample's first output.
+    `ran`: the reference's and the candidate's outputs on every sample of `data`, when fidelity has them."""
     import numpy as np
 
     from edgebuild.frontend import datasets
 
     labels = np.asarray(datasets.load_labels(data)).reshape(-1)
     acc = []
-    for s in (ref, sess):
-        first = _outputs(s, data, names, None)[s.get_outputs()[0].name]
+    for s, outs in zip((ref, sess), ran or (None, None)):
+        name0 = s.get_outputs()[0].name
+        first = (outs if outs is not None else _outputs(s, data, names, None))[name0]
         pred = np.array([int(np.ravel(a).argmax()) for a in first])
         acc.append(float(np.mean(pred == labels[: len(pred)])))
     return {"data": name, "reference": round(acc[0], 6), "candidate": round(acc[1], 6), "drop": round(acc[0] - acc[1], 6)}

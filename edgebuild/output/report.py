@@ -705,7 +705,6 @@ def write(manifest_path: Path | str, out_path: Path | str | None = None) -> Path
     import uuid
 
     from edgebuild.errors import Problem, UserError
-
     from edgebuild.output.manifest import load
 
     manifest_path = Path(manifest_path)

@@ -1,7 +1,5 @@
-"""Builds across machines on Dask, for real: a `dask scheduler` process and `edgebuild worker` processes on
-127.0.0.1, sharing moto's S3 server as the remote cache; each worker has its own cache folder, as a machine
-would. The client is `python -m edgebuild run --executor dask://...`. Every process is stopped by the fixture
-or test that started it, also when the test fails."""
+"""Builds across machines on Dask on a cluster the module shares (clusterkit.py): where steps run, what is deferred,
+a client that goes away; the tests whose machines die start their own (test_cluster_failures.py)."""
 
 from __future__ import annotations
 
@@ -13,74 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import daskkit
 import pytest
 import s3kit
+from clusterkit import CLIENT_S, XAVIER, Cluster, client_env, dist, no_traceback, ran, recipe, run
 from enginekit import Project
 
 pytestmark = pytest.mark.slow
-
-RECIPE = """
-    edgebuild: 1
-    name: tiny
-    model:
-      onnx: tiny.onnx
-    targets: [cpu.yaml, gpu.yaml{extra}]
-    steps:
-      a: {{use: fake-where, with: {{tag: A}}}}
-      b: {{use: fake-where, from: a, with: {{tag: B, sleep: {sleep}}}}}
-      g: {{use: fake-gpu, from: a}}
-    ship:
-      test-cpu: [b]
-      test-gpu: [b, g]{ship}
-"""
-XAVIER = "name: test-xavier\n" + (Path(__file__).parent / "targets" / "test-gpu.yaml").read_text() \
-    .replace("name: test-gpu\n", "").replace('compute_capability: "8.7"', 'compute_capability: "7.2"')
-CLIENT_S = 240   # no build here takes a tenth of it; a hung client fails the test instead of the suite
-
-
-def recipe(sleep: float = 0, xavier: bool = False) -> str:
-    return RECIPE.format(sleep=sleep, extra=", xavier.yaml" if xavier else "",
-                         ship="\n      test-xavier: [g]" if xavier else "")
-
-
-class Cluster:
-    """The S3 server, a scheduler and workers; stop() ends them all."""
-
-    def __init__(self, folder: Path, *workers: tuple[str, ...], runner: str = "inprocess"):
-        self.folder, self.runner = folder, runner
-        folder.mkdir(parents=True, exist_ok=True)
-        self.s3 = s3kit.ThreadedServer()
-        self.env = dict(os.environ, **s3kit.aws_env(self.s3.endpoint))
-        self.procs: list[daskkit.Proc] = []
-        self.workers: dict[str, daskkit.Worker] = {}
-        try:
-            self.scheduler = daskkit.Scheduler(folder)
-            self.procs.append(self.scheduler)
-            for name, *extra in workers:
-                self.add(name, *extra)
-        except BaseException:
-            self.stop()
-            raise
-
-    def add(self, name: str, *extra: str) -> daskkit.Worker:
-        # TMPDIR: what a worker killed on purpose leaves there (its fork server's socket folder) stays in the test's
-        env = dict(daskkit.worker_env(self.env, self.folder / "runs.log"), EDGEBUILD_RUNNER=self.runner,
-                   TMPDIR=str(self.folder))
-        w = daskkit.Worker(self.scheduler, name, self.folder, env, *extra)
-        self.procs.append(w)
-        self.workers[name] = w
-        return w
-
-    @property
-    def executor(self) -> str:
-        return self.scheduler.address.replace("tcp://", "dask://")
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
-        self.s3.stop()
-
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -92,37 +28,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c.stop()
 
 
-def client_env(p: Project, c: Cluster, **extra: str) -> dict[str, str]:
-    env = p.env(dict(s3kit.aws_env(c.s3.endpoint), EDGEBUILD_STEP_MODULES="fakesteps,clustersteps",
-                     EDGEBUILD_TEST_RUNS=str(c.folder / "runs.log"), **extra))
-    return env
-
-
-def run(p: Project, c: Cluster, bucket: str, *args: str, machine: str = "laptop") -> subprocess.CompletedProcess[str]:
-    """`edgebuild run` on the cluster from one "machine" (its own cache and output folder)."""
-    return subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
-                           "--remote", f"s3://{bucket}/cache", "--cache", f"{machine}/cache", "--out", f"{machine}/dist",
-                           *args], cwd=p.root, env=client_env(p, c), capture_output=True, text=True, timeout=CLIENT_S)
-
-
-def ran(c: Cluster) -> list[tuple[str, str]]:
-    """(step, worker) of every step run since the last call."""
-    log = c.folder / "runs.log"
-    if not log.exists():
-        return []
-    lines = [tuple(x.split()) for x in log.read_text().splitlines() if x.strip()]
-    log.unlink()
-    return sorted(lines)  # type: ignore[arg-type]
-
-
-def dist(p: Project, machine: str) -> dict[str, bytes]:
-    root = p.root / machine / "dist" / "tiny"
-    return {f.relative_to(root).as_posix(): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
-            and f.name not in ("build-log.json", "manifest.json", "provenance.json")}
-
-
-def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
 
 
 def test_a_gpu_step_runs_only_on_the_worker_that_has_the_gpu(project: Project, shared: Cluster) -> None:
@@ -204,72 +109,9 @@ def test_a_latency_measured_on_the_device_runs_on_the_devices_worker(project: Pr
     assert gpu_art["checks"]["measured_on"] and "measured_on" not in cpu_art["checks"]   # which host timed it
 
 
-def test_a_worker_killed_mid_step_is_replaced_by_another(project: Project, tmp_path: Path) -> None:
-    project.write(recipe(sleep=6))
-    c = Cluster(tmp_path / "c", ("w1",), ("w2",))
-    try:
-        bucket = s3kit.make_bucket(c.s3.endpoint)
-        client = subprocess.Popen([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
-                                   "--remote", f"s3://{bucket}/cache"], cwd=project.root, env=client_env(project, c),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + CLIENT_S
-            started = []
-            while not started and time.monotonic() < deadline and client.poll() is None:
-                time.sleep(0.1)
-                log = c.folder / "runs.log"
-                started = [x.split()[1] for x in (log.read_text().splitlines() if log.exists() else []) if x.startswith("b ")]
-            assert started, "step b never started"
-            c.workers[started[0]].kill()   # the machine dies, its step with it
-            out, err = client.communicate(timeout=CLIENT_S)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-        assert client.returncode == 0, err
-        assert "Traceback" not in err
-        runs = [tuple(x.split()) for x in (c.folder / "runs.log").read_text().splitlines()]
-        b_runs = [w for s, w in runs if s == "b"]
-        assert b_runs[0] == started[0] and b_runs[-1] != started[0] and len(b_runs) == 2
-        assert (project.root / "dist" / "tiny" / "test-cpu" / "b.onnx").is_file()
-    finally:
-        c.stop()
-
-
-def test_the_scheduler_killed_mid_build_is_exit_1_and_finished_work_is_kept(project: Project, tmp_path: Path) -> None:
-    project.write(recipe(sleep=30))
-    c = Cluster(tmp_path / "c", ("w1",))
-    try:
-        bucket = s3kit.make_bucket(c.s3.endpoint)
-        client = subprocess.Popen([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
-                                   "--remote", f"s3://{bucket}/cache", "--cache", "laptop/cache"], cwd=project.root,
-                                  env=client_env(project, c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + CLIENT_S
-            log = c.folder / "runs.log"
-            while time.monotonic() < deadline and client.poll() is None and \
-                    not (log.exists() and any(x.startswith("b ") for x in log.read_text().splitlines())):
-                time.sleep(0.1)
-            c.scheduler.kill()
-            out, err = client.communicate(timeout=CLIENT_S)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-        assert client.returncode == 1, err
-        assert "Traceback" not in err and "internal error" not in err, err
-        assert f"the Dask scheduler at {c.scheduler.address} went away" in err
-        objects = s3kit.objects(c.s3.endpoint, bucket)
-        committed = {k.split("/")[3] for k in objects if k.endswith("/entry.json")}
-        assert len(committed) >= 1   # step a, finished before the scheduler went, is on the remote
-        local = list((project.root / "laptop" / "cache" / "objects").glob("*/*/entry.json"))
-        assert {e.parent.name for e in local} <= committed and local
-    finally:
-        c.stop()
-
-
-def test_vitals_built_on_the_cluster_publishes_the_bytes_of_a_local_build(tmp_path: Path, shared: Cluster) -> None:
-    from examplekit import vitals_copy
+def test_vitals_built_on_the_cluster_publishes_the_bytes_of_a_local_build(tmp_path: Path, shared: Cluster,
+                                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    from examplekit import seed_cache, vitals_copy
 
     recipe_path = vitals_copy(tmp_path)
     env = dict(os.environ, EDGEBUILD_HOST_GPU="none", EDGEBUILD_HOST_TENSORRT="none")
@@ -280,6 +122,7 @@ def test_vitals_built_on_the_cluster_publishes_the_bytes_of_a_local_build(tmp_pa
                                "--out", f"{machine}/dist", *extra], cwd=tmp_path, env=dict(env, **s3kit.aws_env(
                                    shared.s3.endpoint)), capture_output=True, text=True, timeout=CLIENT_S * 2)
 
+    seed_cache(tmp_path_factory, tmp_path / "local" / "cache")   # the local build: the test run's cold build's steps
     local = build("local")
     assert local.returncode == 0, local.stderr
     bucket = s3kit.make_bucket(shared.s3.endpoint)
@@ -341,33 +184,6 @@ def test_a_jetson_worker_builds_the_vitals_engine(tmp_path: Path) -> None:
     m = json.loads((tmp_path / "dist" / "vitals" / "manifest.json").read_text())
     engine = m["steps"]["engine@jetson-orin-nano"]
     assert engine["facts"]["compute_capability"] == "8.7" and engine["facts"]["built_on"]
-
-
-def test_a_step_that_kills_every_worker_it_runs_on_fails_after_three(project: Project, tmp_path: Path) -> None:
-    """A step that ends its worker's process (in-process runner: the Dask worker's own) is tried again on a
-    restarted worker, and fails the build with the reason after Dask's third loss; never a hang or a traceback."""
-    project.write("""
-        edgebuild: 1
-        name: tiny
-        model:
-          onnx: tiny.onnx
-        targets: [cpu.yaml]
-        steps:
-          a: {use: fake-fail, with: {how: die}}
-        ship:
-          test-cpu: [a]
-    """)
-    c = Cluster(tmp_path / "c", ("w1",))
-    try:
-        bucket = s3kit.make_bucket(c.s3.endpoint)
-        r = subprocess.run([sys.executable, "-m", "edgebuild", "run", "recipe.yaml", "--executor", c.executor,
-                            "--remote", f"s3://{bucket}/cache"], cwd=project.root, env=client_env(project, c),
-                           capture_output=True, text=True, timeout=CLIENT_S)
-    finally:
-        c.stop()
-    assert r.returncode == 1, r.stderr
-    no_traceback(r)
-    assert "step 'a' (fake-fail) failed: its worker died 3 times while running it (the last: w1 at tcp://127.0.0.1:" in r.stderr, r.stderr
 
 
 def test_wait_gives_a_worker_time_to_join(project: Project, shared: Cluster) -> None:

@@ -624,11 +624,11 @@ def test_fixture_report_in_chromium(chromium: Path, dist: Path, tmp_path: Path, 
 @pytest.fixture(scope="module")
 def vitals(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch", reason="building the vitals example needs torch")
-    from examplekit import vitals_copy
+    from examplekit import seed_cache, vitals_copy
 
-    work = tmp_path_factory.mktemp("vitals-report")
+    work = tmp_path_factory.mktemp("vitals-report")   # steps from the test run's cold build: publishing is this run's
     r = subprocess.run([sys.executable, "-m", "edgebuild", "run", str(vitals_copy(work)),
-                        "--cache", str(work / "cache"), "--out", str(work / "dist")],
+                        "--cache", str(seed_cache(tmp_path_factory, work / "cache")), "--out", str(work / "dist")],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=work)
     assert r.returncode == 0, r.stderr
     return work / "dist" / "vitals"

@@ -28,10 +28,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgebuild.checks import metrics
+from edgebuild.onnx import runtime as onnx_runtime
 from edgebuild.onnx.quantize import layers, running
 from edgebuild.onnx.quantize.search import MAX_QUANTIZATIONS
 from edgebuild.onnx.quantize.target_types import resolve_types
-from edgebuild.onnx import runtime as onnx_runtime
 from edgebuild.steps.base import StepError
 from edgebuild.steps.quantize_dynamic import QuantizeDynamic
 from edgebuild.steps.quantize_static import QuantizeStatic

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgebuild.onnx import graph as onnx_graph
-from edgebuild.onnx.rewrites.gemm_as_matmul import constant_matmuls, gemm_to_matmul
 from edgebuild.onnx import runtime as onnx_runtime
+from edgebuild.onnx.rewrites.gemm_as_matmul import constant_matmuls, gemm_to_matmul
 from edgebuild.steps.base import StepError
 
 

@@ -21,7 +21,6 @@ from edgebuild.onnx.quantize.speed import SETTLE_S, decided, required_gain
 from edgebuild.onnx.quantize.target_types import threads_for
 from edgebuild.steps.base import RunContext, StepError
 
-
 MAX_QUANTIZATIONS = 16
 
 

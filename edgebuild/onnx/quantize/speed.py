@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from edgebuild.onnx import runtime as onnx_runtime
 
-
 # "Faster than FP32" must be a measurable gain: at least MIN_GAIN, and more than the uncertainty of the
 # measured ratio (its bootstrap interval, capped at MAX_MARGIN), so a model at parity with FP32 is refused every time
 # instead of passing or failing by chance. FP32 and the quantized model are timed interleaved, pair by
