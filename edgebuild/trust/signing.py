@@ -79,13 +79,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def targets(out: Path) -> list[str]:
-    """The target folders the manifest in `out` publishes."""
-    try:
-        manifest = json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(Problem(f"{out}: no readable manifest.json ({_first_line(exc)})", None,
-                                "give the folder a build published: dist/<name>")) from None
-    return sorted(t for t in manifest.get("targets", {}) if (out / t).is_dir())
+    """The target folders the manifest in `out` publishes (the manifest read as `verify` and `report` read it:
+    a missing, cut-short or invalid one is a user error naming the file)."""
+    from edgebuild.output import manifest
+
+    return sorted(t for t in manifest.load(out / manifest.FILE).targets if (out / t).is_dir())
 
 
 def sign_dist(out: Path, key: Path) -> list[str]:

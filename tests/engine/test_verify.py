@@ -140,6 +140,22 @@ def test_sign_after_the_fact_and_an_unsigned_rebuild_drops_stale_signatures(buil
     assert bad.code == 1 and "not a readable, unencrypted PEM private key" in bad.err and "Traceback" not in bad.err
 
 
+def test_signing_reads_the_manifest_as_verify_does(built: Project, keys: tuple[Path, Path]) -> None:
+    """`sign` on a folder whose manifest is missing or edited into an invalid one: exit 1 naming the file (and the
+    field), nothing signed."""
+    key, _ = keys
+    manifest = dist(built) / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.unlink()
+    r = built.edgebuild("sign", "dist/tiny", "--key", str(key))
+    assert r.code == 1 and "dist/tiny/manifest.json: no such manifest" in r.err and "Traceback" not in r.err, r.err
+    del data["targets"]["test-cpu"]["artifacts"][0]["sha256"]
+    manifest.write_text(json.dumps(data))
+    r = built.edgebuild("sign", "dist/tiny", "--key", str(key))
+    assert r.code == 1 and "not a valid edgebuild manifest" in r.err and "sha256" in r.err, r.err
+    assert not list(dist(built).rglob("*.sig"))
+
+
 @pytest.mark.slow   # the device's own command, in a process of its own
 def test_the_model_signing_cli_verifies_what_edgebuild_signed(built: Project, keys: tuple[Path, Path]) -> None:
     key, pub = keys

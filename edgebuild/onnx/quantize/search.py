@@ -89,6 +89,10 @@ class Candidate:
 Config = tuple["str | None", bool, "str | None"]   # (method, per_channel, op set): one setting the search tries
 
 
+def _speedup(pair: onnx_runtime.Paired) -> float:
+    return 1.0 / pair.ratio if pair.ratio > 0 else 0.0
+
+
 def _ops_text(ops: str | None) -> str:
     return f" op_types={ops}" if ops else ""
 
@@ -115,17 +119,29 @@ class AccuracySearch:
     tried: list[Candidate] = field(default_factory=list)
 
     def run(self) -> tuple[Candidate, dict[str, Any]]:
-        from edgebuild.engine import hostinfo
-
-        ctx, goal = self.ctx, self.goal
         self._load_data()
-        self.threads = threads_for(ctx.target)
+        self.threads = threads_for(self.ctx.target)
         self.fp32_sess = onnx_runtime.session(self.fp32_model, threads=self.threads)
         # the reference: FP32 without graph optimizations, the same numbers on every host. Candidates are
         # scored against it simulated (host-independent) and on this host's int8 kernels (`_try`), so the
         # bytes picked depend on the build host only where its kernels and the simulation disagree about the
         # goal; the facts name that host
         self.ref = outputs(onnx_runtime.session(self.fp32_model, optimize=False), self.feeds)
+        first, chosen = self._meet_goal()
+        # a careful comparison when it decides the outcome, a quick one when it is only reported
+        faster = self.goal.faster
+        pair = onnx_runtime.paired_latency(self.fp32_sess, onnx_runtime.session(chosen.model, threads=self.threads),
+                                           self.timing_feed, budget_s=1.5 if faster else 0.2,
+                                           settled=decided if faster else None, max_s=SETTLE_S)
+        facts = self._facts(first, chosen, pair)
+        if faster:
+            self._check_faster(chosen, pair)
+        return chosen, facts
+
+    def _meet_goal(self) -> tuple[Candidate, Candidate]:
+        """The step's own setting first; when it misses the goal, the search. (first, chosen), or the error
+        saying what the best of the tries reached."""
+        ctx, goal = self.ctx, self.goal
         first = self._try(*self.configs[0], self.base_excluded)
         if first is None or first.model is None:
             raise StepError(f"no node was quantized: {self.why_nothing()}",
@@ -143,12 +159,13 @@ class AccuracySearch:
                 f"{len(best.excluded)} node(s) in float); the first reached {goal.show(first.metric)}",
                 hint="lower the goal, calibrate on more representative samples, or let `best:` pick another variant",
                 recipe_path=("steps", ctx.step_id, "with", "accuracy"))
-        # a careful comparison when it decides the outcome, a quick one when it is only reported
-        pair = onnx_runtime.paired_latency(self.fp32_sess, onnx_runtime.session(chosen.model, threads=self.threads), self.timing_feed,
-                                    budget_s=1.5 if goal.faster else 0.2, settled=decided if goal.faster else None,
-                                    max_s=SETTLE_S)
-        fp32_ms, q_ms, speedup = pair.a_ms, pair.b_ms, 1.0 / pair.ratio if pair.ratio > 0 else 0.0
-        gain = required_gain(pair.noise)
+        return first, chosen
+
+    def _facts(self, first: Candidate, chosen: Candidate, pair: onnx_runtime.Paired) -> dict[str, Any]:
+        from edgebuild.engine import hostinfo
+
+        goal = self.goal
+        fp32_ms, q_ms, speedup = pair.a_ms, pair.b_ms, _speedup(pair)
         facts = {
             "data": goal.data, "metric": goal.metric, "goal": {k: v for k, v in goal.limit.items()},
             "samples": self.n, "before": onnx_runtime.sig3(first.metric), "after": onnx_runtime.sig3(chosen.metric),
@@ -156,23 +173,28 @@ class AccuracySearch:
             "simulated": onnx_runtime.sig3(chosen.simulated), "kernels": onnx_runtime.sig3(chosen.kernels),
             "kernels_host": {k: v for k, v in hostinfo.cpu_class().items() if k in ("cpu", "isa")},
             "latency_ms": {"fp32": round(fp32_ms, 3), "quantized": round(q_ms, 3), "speedup": round(speedup, 2),
-                           **({"required_speedup": round(1 + gain, 2)} if goal.faster else {}),
+                           **({"required_speedup": round(1 + required_gain(pair.noise), 2)} if goal.faster else {}),
                            "pairs": pair.pairs, "noise": round(pair.noise, 4), "spread": round(pair.spread, 4)},
             "search": [c.facts() for c in self.tried],
         }
-        ctx.log.info("chosen: %s=%.4g with %d node(s) in float; latency FP32 %.3f ms, quantized %.3f ms, speed-up %.2fx "
-                     "over %d interleaved pairs (±%.1f%%; %d thread(s))", goal.metric, chosen.metric, len(chosen.excluded),
-                     fp32_ms, q_ms, speedup, pair.pairs, 100 * pair.noise, self.threads)
-        if goal.faster and not speedup >= 1 + gain:
-            raise StepError(
-                f"the quantized model meets {goal.text()} ({goal.show(chosen.metric)}) but is not faster than FP32 with "
-                f"{self.threads} thread(s): {q_ms:.3f} ms vs {fp32_ms:.3f} ms, a speed-up of {speedup:.2f}x where at "
-                f"least {1 + gain:.2f}x counts as faster ({pair.pairs} interleaved pairs, ±{pair.noise:.1%}; "
-                f"{len(chosen.excluded)} node(s) kept in float)",
-                hint="int8 pays off for conv/matmul-heavy models on CPUs with fast int8 kernels; try the other "
-                     "quantization step, or set `accuracy: {faster: false}` to keep it anyway",
-                recipe_path=("steps", ctx.step_id, "with", "accuracy"))
-        return chosen, facts
+        self.ctx.log.info("chosen: %s=%.4g with %d node(s) in float; latency FP32 %.3f ms, quantized %.3f ms, speed-up "
+                          "%.2fx over %d interleaved pairs (±%.1f%%; %d thread(s))", goal.metric, chosen.metric,
+                          len(chosen.excluded), fp32_ms, q_ms, speedup, pair.pairs, 100 * pair.noise, self.threads)
+        return facts
+
+    def _check_faster(self, chosen: Candidate, pair: onnx_runtime.Paired) -> None:
+        """`accuracy: {faster: true}`: the quantized model must be measurably faster than FP32."""
+        gain, speedup, goal = required_gain(pair.noise), _speedup(pair), self.goal
+        if speedup >= 1 + gain:
+            return
+        raise StepError(
+            f"the quantized model meets {goal.text()} ({goal.show(chosen.metric)}) but is not faster than FP32 with "
+            f"{self.threads} thread(s): {pair.b_ms:.3f} ms vs {pair.a_ms:.3f} ms, a speed-up of {speedup:.2f}x where at "
+            f"least {1 + gain:.2f}x counts as faster ({pair.pairs} interleaved pairs, ±{pair.noise:.1%}; "
+            f"{len(chosen.excluded)} node(s) kept in float)",
+            hint="int8 pays off for conv/matmul-heavy models on CPUs with fast int8 kernels; try the other "
+                 "quantization step, or set `accuracy: {faster: false}` to keep it anyway",
+            recipe_path=("steps", self.ctx.step_id, "with", "accuracy"))
 
     # -- internals
 
