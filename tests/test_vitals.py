@@ -75,6 +75,9 @@ def test_checks_measure_every_artifact_and_pick_the_fastest_candidate(built: Pat
         assert meas["latency_ms"]["p50"] <= meas["latency_ms"]["p95"] <= meas["latency_ms"]["p99"]
         assert meas["fidelity"]["samples"] == 500 and meas["accuracy"]["reference"] >= 0.95
         assert c["why"] == "chosen" or c["why"].startswith(("slower than", "as fast as", "failed:"))
+        versus = meas["latency_ms"]["vs_reference"]   # the FP32 export is the reference: 1x, not timed against itself
+        assert (versus == {"ratio": 1.0, "noise": 0.0, "spread": 0.0, "pairs": 0, "itself": True}) == (c["step"] == "fp32")
+        assert c["step"] == "fp32" or versus["pairs"] >= 20
     web = m["targets"]["browser-wasm"]["artifacts"][0]["checks"]   # the bundle's model.onnx, but not its latency
     assert web["passed"] and {r["check"] for r in web["results"]} == {"size", "fidelity", "accuracy"}
     assert web["measurements"]["latency_ms"] is None and web["measurements"]["fidelity"]["samples"] == 500
