@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import daskkit
@@ -97,6 +98,18 @@ def ran(c: Cluster) -> list[tuple[str, str]]:
     lines = [tuple(x.split()) for x in log.read_text().splitlines() if x.strip()]
     log.unlink()
     return sorted(lines)  # type: ignore[arg-type]
+
+
+def started(c: Cluster, step: str, client: subprocess.Popen) -> list[str]:  # type: ignore[type-arg]
+    """The workers that have started `step` (from runs.log, which is left in place), once one has; waits while
+    the client runs, at most CLIENT_S (empty if it never started)."""
+    log, deadline = c.folder / "runs.log", time.monotonic() + CLIENT_S
+    while True:
+        lines = log.read_text().splitlines() if log.exists() else []
+        workers = [x.split()[1] for x in lines if x.startswith(f"{step} ")]
+        if workers or time.monotonic() >= deadline or client.poll() is not None:
+            return workers
+        time.sleep(0.1)
 
 
 def dist(p: Project, machine: str) -> dict[str, bytes]:

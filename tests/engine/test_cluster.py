@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import s3kit
-from clusterkit import CLIENT_S, XAVIER, Cluster, client_env, dist, no_traceback, ran, recipe, run
+from clusterkit import CLIENT_S, XAVIER, Cluster, client_env, dist, no_traceback, ran, recipe, run, started
 from enginekit import Project
 
 pytestmark = pytest.mark.slow
@@ -153,11 +153,7 @@ def test_a_client_killed_mid_build_leaves_what_the_workers_finished(project: Pro
     client = subprocess.Popen(argv, cwd=project.root, env=client_env(project, shared, TMPDIR=str(project.root)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + CLIENT_S
-        log = shared.folder / "runs.log"
-        while time.monotonic() < deadline and client.poll() is None and \
-                not (log.exists() and any(x.startswith("b ") for x in log.read_text().splitlines())):
-            time.sleep(0.1)
+        started(shared, "b", client)
         client.kill()   # Ctrl-C would be polite; a laptop closing its lid is not
     finally:
         client.kill()

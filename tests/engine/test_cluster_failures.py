@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import s3kit
-from clusterkit import CLIENT_S, Cluster, client_env, no_traceback, recipe
+from clusterkit import CLIENT_S, Cluster, client_env, no_traceback, recipe, started
 from enginekit import Project
 
 pytestmark = pytest.mark.slow
@@ -24,14 +23,9 @@ def test_a_worker_killed_mid_step_is_replaced_by_another(project: Project, tmp_p
                                    "--remote", f"s3://{bucket}/cache"], cwd=project.root, env=client_env(project, c),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + CLIENT_S
-            started = []
-            while not started and time.monotonic() < deadline and client.poll() is None:
-                time.sleep(0.1)
-                log = c.folder / "runs.log"
-                started = [x.split()[1] for x in (log.read_text().splitlines() if log.exists() else []) if x.startswith("b ")]
-            assert started, "step b never started"
-            c.workers[started[0]].kill()   # the machine dies, its step with it
+            first = started(c, "b", client)
+            assert first, "step b never started"
+            c.workers[first[0]].kill()   # the machine dies, its step with it
             out, err = client.communicate(timeout=CLIENT_S)
         finally:
             if client.poll() is None:
@@ -41,7 +35,7 @@ def test_a_worker_killed_mid_step_is_replaced_by_another(project: Project, tmp_p
         assert "Traceback" not in err
         runs = [tuple(x.split()) for x in (c.folder / "runs.log").read_text().splitlines()]
         b_runs = [w for s, w in runs if s == "b"]
-        assert b_runs[0] == started[0] and b_runs[-1] != started[0] and len(b_runs) == 2
+        assert b_runs[0] == first[0] and b_runs[-1] != first[0] and len(b_runs) == 2
         assert (project.root / "dist" / "tiny" / "test-cpu" / "b.onnx").is_file()
     finally:
         c.stop()
@@ -56,11 +50,7 @@ def test_the_scheduler_killed_mid_build_is_exit_1_and_finished_work_is_kept(proj
                                    "--remote", f"s3://{bucket}/cache", "--cache", "laptop/cache"], cwd=project.root,
                                   env=client_env(project, c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + CLIENT_S
-            log = c.folder / "runs.log"
-            while time.monotonic() < deadline and client.poll() is None and \
-                    not (log.exists() and any(x.startswith("b ") for x in log.read_text().splitlines())):
-                time.sleep(0.1)
+            started(c, "b", client)
             c.scheduler.kill()
             out, err = client.communicate(timeout=CLIENT_S)
         finally:
